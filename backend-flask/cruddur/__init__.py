@@ -1,0 +1,76 @@
+"""Cruddur's API: `create_app()` builds a Flask app with its store, routes and telemetry.
+
+Importing this package does nothing else: no network, no tracer, no files written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from cruddur import telemetry
+from cruddur.config import Settings, merged_environ, sqlite_path
+from cruddur.services import Deps
+from cruddur.store.sqlite import SQLiteStore
+from cruddur.telemetry import Telemetry
+from cruddur.timeutil import utc_now
+from cruddur.version import code_version
+
+#: Request headers a browser may send: JSON, caching, and trace context in both formats.
+CORS_ALLOW_HEADERS = ["content-type", "if-modified-since", "traceparent", "tracestate", "x-amzn-trace-id"]
+CORS_EXPOSE_HEADERS = ["location", "link", "x-amzn-trace-id", "traceresponse"]
+
+
+@dataclass(frozen=True)
+class CruddurState:
+    """What one app instance owns, in `app.extensions["cruddur"]`."""
+
+    settings: Settings
+    deps: Deps
+    telemetry: Telemetry
+    version: str
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides environment variables by name (None unsets one) and
+    carries Flask settings such as `TESTING`."""
+    app = Flask(__name__)
+    settings = Settings.from_environ(merged_environ(config))
+    app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes)
+    app.config.from_mapping({key: value for key, value in (config or {}).items() if value is not None})
+
+    version = code_version(settings.environ)
+    app_telemetry = telemetry.init_app(app, settings, version)
+    store = SQLiteStore(sqlite_path(settings.database_url, app.instance_path), app_telemetry.tracing)
+    store.create_schema_and_seed(utc_now())
+    store.ensure_user(settings.user_handle, settings.user_handle)
+
+    app.extensions["cruddur"] = CruddurState(
+        settings=settings,
+        deps=Deps(store=store, tracing=app_telemetry.tracing, user_handle=settings.user_handle),
+        telemetry=app_telemetry,
+        version=version,
+    )
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": [settings.frontend_url, settings.backend_url]}},
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        methods=["OPTIONS", "GET", "HEAD", "POST"],
+    )
+    _register_routes(app)
+    return app
+
+
+def _register_routes(app: Flask) -> None:
+    from cruddur.api import activities, health, messages
+    from cruddur.api.errors import register_error_handlers
+
+    app.register_blueprint(activities.bp)
+    app.register_blueprint(messages.bp)
+    app.register_blueprint(health.bp)
+    register_error_handlers(app)

@@ -1,0 +1,149 @@
+"""The tracing seam the services and the store use: one span, in every tracer that is on.
+
+A service writes `with tracing.span("home-activities") as span: span.set(...)` and gets an
+OpenTelemetry span and an X-Ray subsegment with the same name, the same id and the same
+attributes, both always closed. With no tracer on, the span is a no-op and costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Protocol
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from cruddur.telemetry.scrub import REDACTED, is_sensitive
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+AttributeValue = str | bool | int | float | Sequence[str]
+
+_ANNOTATION_KEY = re.compile(r"[^A-Za-z0-9_]")
+
+
+class SubsegmentSink(Protocol):
+    """The X-Ray side of the seam (`cruddur.telemetry.xray.XRayTracing`)."""
+
+    def begin_subsegment(self, name: str, span_id: int | None, sql: Mapping[str, str] | None) -> object | None: ...
+
+    def end_subsegment(self, subsegment: object) -> None: ...
+
+    def fail_subsegment(self, subsegment: object, error: BaseException) -> None: ...
+
+
+class WorkSpan:
+    """What a service sees: attributes go to the OTEL span and, as annotations, to X-Ray."""
+
+    __slots__ = ("_otel", "_xray")
+
+    def __init__(self, otel: Span | None, xray: object | None) -> None:
+        self._otel = otel
+        self._xray = xray
+
+    def set(self, key: str, value: AttributeValue) -> None:
+        """An attribute worth searching on: an OTEL attribute and an indexed X-Ray annotation."""
+        if is_sensitive(key):
+            value = REDACTED
+        if self._otel is not None:
+            self._otel.set_attribute(key, value)
+        if self._xray is not None:
+            if isinstance(value, str | bool | int | float):
+                self._xray.put_annotation(_ANNOTATION_KEY.sub("_", key), value)
+            else:
+                self._xray.put_metadata(key, list(value), "app")
+
+    def detail(self, key: str, value: AttributeValue) -> None:
+        """An attribute for reading, not searching: an OTEL attribute and X-Ray metadata."""
+        if is_sensitive(key):
+            value = REDACTED
+        if self._otel is not None:
+            self._otel.set_attribute(key, value)
+        if self._xray is not None:
+            self._xray.put_metadata(key, value if isinstance(value, str | bool | int | float) else list(value), "app")
+
+    @property
+    def recording(self) -> bool:
+        return (self._otel is not None and self._otel.is_recording()) or self._xray is not None
+
+
+class Tracing:
+    """Opens matching spans in OpenTelemetry and X-Ray; either, both or neither may be on."""
+
+    def __init__(self, tracer: Tracer | None = None, xray: SubsegmentSink | None = None) -> None:
+        self.tracer = tracer
+        self.xray = xray
+
+    @contextmanager
+    def span(
+        self,
+        name: str,
+        *,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        expected: tuple[type[BaseException], ...] = (),
+        kind: SpanKind = SpanKind.INTERNAL,
+        sql: Mapping[str, str] | None = None,
+    ) -> Iterator[WorkSpan]:
+        """A unit of work. Exceptions in `expected` (a client's mistake) leave the status unset;
+        any other marks the span ERROR with the exception recorded, and is re-raised."""
+        if self.tracer is None and self.xray is None:
+            yield _NO_SPAN
+            return
+        if self.tracer is None:
+            with self._subsegment(name, None, sql, attributes, expected) as work:
+                yield work
+            return
+        with self.tracer.start_as_current_span(
+            name, kind=kind, record_exception=False, set_status_on_exception=False
+        ) as otel_span:
+            span_id = otel_span.get_span_context().span_id if otel_span.is_recording() else None
+            with self._subsegment(name, span_id, sql, attributes, expected, otel_span) as work:
+                yield work
+
+    def query(self, operation: str, statement: str, database: str) -> AbstractContextManager[WorkSpan]:
+        """A database call: an OTEL client span with `db.*` attributes and an X-Ray SQL subsegment."""
+        return self.span(
+            f"{operation} {database}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": "sqlite",
+                "db.name": database,
+                "db.operation": operation,
+                "db.statement": statement,
+            },
+            sql={"database_type": "sqlite", "url": database, "sanitized_query": statement},
+        )
+
+    @contextmanager
+    def _subsegment(
+        self,
+        name: str,
+        span_id: int | None,
+        sql: Mapping[str, str] | None,
+        attributes: Mapping[str, AttributeValue] | None,
+        expected: tuple[type[BaseException], ...],
+        otel_span: Span | None = None,
+    ) -> Iterator[WorkSpan]:
+        subsegment = self.xray.begin_subsegment(name, span_id, sql) if self.xray is not None else None
+        work = WorkSpan(otel_span, subsegment)
+        try:
+            for key, value in (attributes or {}).items():
+                work.detail(key, value)
+            yield work
+        except expected:
+            raise
+        except Exception as error:
+            if otel_span is not None:
+                otel_span.record_exception(error)
+                otel_span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            if subsegment is not None:
+                self.xray.fail_subsegment(subsegment, error)
+            raise
+        finally:
+            if subsegment is not None:
+                self.xray.end_subsegment(subsegment)
+
+
+_NO_SPAN = WorkSpan(None, None)

@@ -1,0 +1,73 @@
+"""What is written stays written: across app instances on one file, and until it expires."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from cruddur.config import ConfigError, sqlite_path
+from cruddur.services import Deps, NotFound
+from cruddur.services.create_activity import create_activity
+from cruddur.services.create_reply import create_reply
+from cruddur.services.home_activities import home_activities
+from cruddur.services.show_activity import show_activity
+
+
+def test_writes_survive_a_restart(make_app):
+    first = make_app().test_client()
+    activity = first.post("/api/activities", json={"message": "still here?", "ttl": "1-day"}).get_json()
+    reply = first.post(f"/api/activities/{activity['uuid']}/reply", json={"message": "yes"}).get_json()
+    message = first.post("/api/messages", json={"message": "hi", "user_receiver_handle": "bayko"}).get_json()
+
+    second = make_app().test_client()
+    assert second.get(f"/api/activities/{activity['uuid']}").get_json()["replies"] == [reply]
+    assert second.get("/api/messages/@bayko").get_json()[-1] == message
+    assert len(second.get("/api/activities/home").get_json()) == 4, "the seed is loaded once, not per start"
+
+
+def test_the_default_database_lives_in_the_instance_folder(tmp_path):
+    assert sqlite_path(None, str(tmp_path / "instance")) == tmp_path / "instance" / "cruddur.sqlite3"
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{path}", "{path}"])
+def test_database_url_forms(make_app, tmp_path, url):
+    path = tmp_path / "other.db"
+    make_app({"DATABASE_URL": url.format(path=path)})
+    assert path.exists()
+
+
+def test_a_server_database_url_is_refused_at_start(make_app):
+    with pytest.raises(ConfigError, match="postgresql"):
+        make_app({"DATABASE_URL": "postgresql://cruddur@localhost/cruddur"})
+
+
+class SteppingClock:
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def test_expired_activities_leave_the_feed(app):
+    state = app.extensions["cruddur"]
+    clock = SteppingClock(state.deps.clock())
+    deps = Deps(store=state.deps.store, tracing=state.deps.tracing, user_handle="andrewbrown", clock=clock)
+
+    short = create_activity(deps, "gone in an hour", "1-hour")
+    long = create_activity(deps, "here for a day", "1-day")
+    reply = create_reply(deps, short["uuid"], "me too")
+    assert {short["uuid"], long["uuid"]} <= {a["uuid"] for a in home_activities(deps)}
+
+    clock.now += timedelta(hours=1, seconds=1)
+    feed = {a["uuid"] for a in home_activities(deps)}
+    assert short["uuid"] not in feed and long["uuid"] in feed
+    for gone in (short["uuid"], reply["uuid"]):
+        with pytest.raises(NotFound):
+            show_activity(deps, gone)
+    with pytest.raises(NotFound):
+        create_reply(deps, short["uuid"], "too late")
+
+    clock.now += timedelta(days=10)
+    assert home_activities(deps) == []
