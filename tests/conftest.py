@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cruddur import create_app
+from tests.support.otlp import FakeOtlpReceiver
+from tests.support.xray_daemon import FakeXRayDaemon
 
 #: Variables of the tools the app talks to; a developer's shell must not leak them into a test.
 ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "DATABASE_URL")
@@ -40,6 +43,25 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     yield make
     for app in apps:
         app.extensions["cruddur"].telemetry.shutdown()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[FakeOtlpReceiver]:
+    receiver = FakeOtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def xray_daemon() -> Iterator[FakeXRayDaemon]:
+    daemon = FakeXRayDaemon()
+    yield daemon
+    daemon.close()
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
 
 
 @pytest.fixture

@@ -46,8 +46,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     version = code_version(settings.environ)
     app_telemetry = telemetry.init_app(app, settings, version)
     store = SQLiteStore(sqlite_path(settings.database_url, app.instance_path), app_telemetry.tracing)
-    store.create_schema_and_seed(utc_now())
-    store.ensure_user(settings.user_handle, settings.user_handle)
+    store.prepare(utc_now(), settings.user_handle)
 
     app.extensions["cruddur"] = CruddurState(
         settings=settings,

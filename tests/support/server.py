@@ -70,7 +70,8 @@ class Gunicorn:
         return time.monotonic() - started
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def __enter__(self) -> Gunicorn:

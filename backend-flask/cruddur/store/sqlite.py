@@ -104,8 +104,9 @@ class SQLiteStore:
         self._tracing = tracing
         self._local = threading.local()
 
-    def create_schema_and_seed(self, now: datetime) -> None:
-        """Create the tables and load the sample data, once per database file, race-free across workers."""
+    def prepare(self, now: datetime, user_handle: str) -> None:
+        """Create the tables, load the sample data once per file (race-free across workers), and
+        make sure the configured current user exists. Not traced: it is start-up, not a request."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = self._connection()
         connection.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +115,10 @@ class SQLiteStore:
             if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone() is None:
                 seed(conn, now)
                 conn.execute("INSERT INTO meta (key, value) VALUES ('seeded_at', ?)", (to_iso(now),))
+            conn.execute(
+                "INSERT INTO users (handle, display_name) VALUES (?, ?) ON CONFLICT (handle) DO NOTHING",
+                (user_handle, user_handle),
+            )
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -181,14 +186,6 @@ class SQLiteStore:
 
     def user_exists(self, handle: str) -> bool:
         return bool(self._select("SELECT 1 FROM users WHERE handle = ?", (handle,)))
-
-    def ensure_user(self, handle: str, display_name: str) -> None:
-        with self._transaction() as connection:
-            self._insert(
-                connection,
-                "INSERT INTO users (handle, display_name) VALUES (?, ?) ON CONFLICT (handle) DO NOTHING",
-                (handle, display_name),
-            )
 
     def home_activities(self, now: datetime) -> list[Activity]:
         return self._feed("a.reply_to_activity_uuid IS NULL", (), now)

@@ -1,32 +1,140 @@
-"""The four observability tools, set up together per process and shut down under one deadline."""
+"""The four observability tools, set up together per process and shut down under one deadline.
+
+`init_app` wires, in this order: JSON logging, the sampler, OpenTelemetry (server spans), the
+request's `TraceIds`, X-Ray (a segment that copies the server span), then CloudWatch and Rollbar.
+Each tool is on only when its settings are present, says so in one line at start-up, and can
+neither crash the app nor make a request wait on the network.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, request
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
+from cruddur.telemetry import logs, otel
+from cruddur.telemetry.ids import current_ids
+from cruddur.telemetry.sampling import build_sampler
+from cruddur.telemetry.settings import TelemetrySettings
 from cruddur.telemetry.tracing import Tracing
+from cruddur.telemetry.web import RequestTelemetry
 
 log = logging.getLogger(__name__)
+
+#: Flask setting (not an environment variable) through which tests hand in their own span exporter.
+TEST_SPAN_EXPORTER = "TELEMETRY_SPAN_EXPORTER"
 
 
 class Telemetry:
     """Per-app telemetry state, kept in `app.extensions["cruddur"].telemetry`."""
 
-    def __init__(self, tracing: Tracing) -> None:
+    def __init__(self, settings: TelemetrySettings, tracing: Tracing) -> None:
+        self.settings = settings
         self.tracing = tracing
+        self.provider: TracerProvider | None = None
+        self.processor: SpanProcessor | None = None
+        self.xray_middleware = None
+        self._closers: list[tuple[str, Callable[[float], None]]] = []
+        self._closed = False
+        self._lock = threading.Lock()
 
     def current_trace_id(self) -> str | None:
-        return None
+        """The trace id of the request being served (32 hex digits), for error bodies."""
+        ids = current_ids()
+        return ids.trace_id_hex if ids else None
 
     def report_failure(self, error: BaseException) -> None:
-        log.error("unhandled exception", exc_info=error)
+        """An unhandled exception, recorded exactly once by each tool, under the request's trace id.
+
+        Called by the app's 500 handler: Flask sends no `got_request_exception` for errors a
+        handler takes, and the instrumentations see only a 500 response, not the exception.
+        """
+        log.error("unhandled %s in %s %s", type(error).__name__, request.method, request.path, exc_info=error)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if self.xray_middleware is not None:
+            self.xray_middleware.record_exception(error)
+
+    def on_close(self, name: str, close: Callable[[float], None]) -> None:
+        """Register a tool's flush-and-close, run at shutdown with the seconds left before the deadline."""
+        self._closers.append((name, close))
 
     def shutdown(self, timeout: float | None = None) -> None:
-        return None
+        """Flush and close every tool in parallel; give up on any still busy at the deadline."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + (timeout if timeout is not None else self.settings.shutdown_timeout_seconds)
+        workers = [
+            (name, threading.Thread(target=close, args=(deadline,), name=f"shutdown-{name}", daemon=True))
+            for name, close in self._closers
+        ]
+        for _, worker in workers:
+            worker.start()
+        for name, worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                log.warning("shutdown: %s did not finish flushing before the deadline; the rest is dropped", name)
+
+    def after_fork(self) -> None:
+        """In a worker forked from a master that built the app: OpenTelemetry's batch processor
+        restarts its own thread (it registers `os.register_at_fork`); the other tools restart here."""
+
+
+def _shutdown_at_exit(reference: weakref.ReferenceType[Telemetry]) -> None:
+    telemetry = reference()
+    if telemetry is not None:
+        telemetry.shutdown()
 
 
 def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
-    return Telemetry(Tracing())
+    """Set up every tool for this app in this process; see the module docstring for the order."""
+    logs.configure_logging(settings.environ.get("CRUDDUR_LOG_LEVEL", "INFO").upper())
+    telemetry_settings = TelemetrySettings.from_environ(settings.environ)
+    otel_settings = telemetry_settings.otel
+    sampler, sampling_description = build_sampler(
+        otel_settings.sampler,
+        otel_settings.sampler_arg,
+        telemetry_settings.sampling.rule_path,
+        telemetry_settings.xray.service_name,
+    )
+    test_exporter = app.config.get(TEST_SPAN_EXPORTER)
+    otel_on = otel_settings.enabled or (test_exporter is not None and otel_settings.why_off != "OTEL_SDK_DISABLED=true")
+
+    telemetry = Telemetry(telemetry_settings, Tracing())
+    if otel_on:
+        telemetry.processor = otel.build_processor(otel_settings, test_exporter)
+        telemetry.provider = otel.build_tracer_provider(
+            otel.build_resource(otel_settings, version, settings.environment), sampler, telemetry.processor
+        )
+        otel.instrument(app, telemetry.provider, otel_settings.excluded_urls)
+        telemetry.tracing.tracer = telemetry.provider.get_tracer("cruddur")
+        telemetry.on_close("OpenTelemetry", lambda _deadline, processor=telemetry.processor: processor.shutdown())
+    RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
+
+    xray_settings = telemetry_settings.xray
+    if xray_settings.enabled:
+        from cruddur.telemetry import xray
+
+        recorder = xray.build_recorder(xray_settings)
+        telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
+        telemetry.tracing.xray = xray.XRaySubsegments(recorder)
+
+    log.info("telemetry: %s", otel_settings.describe() if not test_exporter else "OpenTelemetry: on, test exporter")
+    log.info("telemetry: %s", xray_settings.describe())
+    log.info("telemetry: sampling %s", sampling_description)
+    atexit.register(_shutdown_at_exit, weakref.ref(telemetry))
+    return telemetry

@@ -1,5 +1,8 @@
 """The tracing seam the services and the store use: one span, in every tracer that is on.
 
+Spans are made only inside a request that is being traced and was sampled: work outside a
+request (start-up, the CLI) or in a dropped request costs a context-variable read.
+
 A service writes `with tracing.span("home-activities") as span: span.set(...)` and gets an
 OpenTelemetry span and an X-Ray subsegment with the same name, the same id and the same
 attributes, both always closed. With no tracer on, the span is a no-op and costs almost nothing.
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.scrub import REDACTED, is_sensitive
 
 if TYPE_CHECKING:
@@ -64,9 +68,9 @@ class WorkSpan:
         if self._xray is not None:
             self._xray.put_metadata(key, value if isinstance(value, str | bool | int | float) else list(value), "app")
 
-    @property
-    def recording(self) -> bool:
-        return (self._otel is not None and self._otel.is_recording()) or self._xray is not None
+    def details(self, attributes: Mapping[str, AttributeValue]) -> None:
+        for key, value in attributes.items():
+            self.detail(key, value)
 
 
 class Tracing:
@@ -88,15 +92,18 @@ class Tracing:
     ) -> Iterator[WorkSpan]:
         """A unit of work. Exceptions in `expected` (a client's mistake) leave the status unset;
         any other marks the span ERROR with the exception recorded, and is re-raised."""
-        if self.tracer is None and self.xray is None:
+        ids = current_ids()
+        if ids is None or not ids.sampled or (self.tracer is None and self.xray is None):
             yield _NO_SPAN
             return
+        if attributes:
+            attributes = {key: REDACTED if is_sensitive(key) else value for key, value in attributes.items()}
         if self.tracer is None:
             with self._subsegment(name, None, sql, attributes, expected) as work:
                 yield work
             return
         with self.tracer.start_as_current_span(
-            name, kind=kind, record_exception=False, set_status_on_exception=False
+            name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
         ) as otel_span:
             span_id = otel_span.get_span_context().span_id if otel_span.is_recording() else None
             with self._subsegment(name, span_id, sql, attributes, expected, otel_span) as work:
@@ -127,10 +134,10 @@ class Tracing:
         otel_span: Span | None = None,
     ) -> Iterator[WorkSpan]:
         subsegment = self.xray.begin_subsegment(name, span_id, sql) if self.xray is not None else None
+        if subsegment is not None and attributes and not sql:
+            WorkSpan(None, subsegment).details(attributes)
         work = WorkSpan(otel_span, subsegment)
         try:
-            for key, value in (attributes or {}).items():
-                work.detail(key, value)
             yield work
         except expected:
             raise

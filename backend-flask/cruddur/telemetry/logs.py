@@ -1,0 +1,93 @@
+"""Logging, configured in one place: one JSON object per record, stamped with the request's trace ids.
+
+The same formatter writes stdout and CloudWatch Logs (and gunicorn's own log, through
+`gunicorn.conf.py`), so a line reads the same wherever it is found.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+
+from cruddur.telemetry.ids import current_ids
+from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_mapping
+
+#: Attributes every LogRecord has; anything else on a record came from `extra=` and is written out.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_TRACE_FIELDS = ("trace_id", "xray_trace_id", "span_id")
+#: Libraries that log a line per HTTP call at INFO; their warnings still come through.
+QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug")
+
+
+class TraceContextFilter(logging.Filter):
+    """Stamps a record with the trace ids of the request it was logged in, once, where it is logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if hasattr(record, "trace_id"):
+            return True
+        ids = current_ids()
+        if ids is None:
+            record.trace_id = record.xray_trace_id = record.span_id = None
+            return True
+        record.trace_id = ids.trace_id_hex
+        record.xray_trace_id = ids.xray_trace_id
+        context = trace.get_current_span().get_span_context()
+        span_id = context.span_id if context.is_valid and context.trace_id == ids.trace_id else ids.span_id
+        record.span_id = format(span_id, "016x")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "message", "trace_id", "xray_trace_id", "span_id", ...extra}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in _TRACE_FIELDS:
+            if (value := getattr(record, name, None)) is not None:
+                entry[name] = value
+        for name, value in vars(record).items():
+            if name in _RECORD_FIELDS or name in _TRACE_FIELDS or name in entry:
+                continue
+            entry[name] = REDACTED if is_sensitive(name) else scrub_mapping(value) if isinstance(value, dict) else value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def json_handler(handler: logging.Handler, role: str) -> logging.Handler:
+    """Give a handler the JSON format and the trace ids: every handler of the app goes through this."""
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(TraceContextFilter())
+    handler._cruddur_role = role  # type: ignore[attr-defined]
+    return handler
+
+
+def configure_logging(level: str) -> None:
+    """Root logs JSON to stdout. Idempotent: a second app replaces the stdout handler the first installed."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_cruddur_role", None) == "stdout"]:
+        root.removeHandler(handler)
+    root.addHandler(json_handler(logging.StreamHandler(sys.stdout), "stdout"))
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def add_handler(handler: logging.Handler, role: str) -> None:
+    logging.getLogger().addHandler(json_handler(handler, role))
+
+
+def remove_handler(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)

@@ -1,0 +1,68 @@
+"""OpenTelemetry: a tracer provider per process, exporting OTLP/HTTP in batches, and the propagators.
+
+The provider is passed explicitly to the instrumentations; the only global pieces are the ones
+OpenTelemetry has no other way to share: the text-map propagator and the `requests` patch.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from opentelemetry import propagate
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.propagators.aws import AwsXRayPropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from cruddur.telemetry.settings import OtelSettings
+
+#: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
+#: caller's trace; outgoing `requests` calls carry both, and baggage.
+PROPAGATOR = CompositePropagator([AwsXRayPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+
+
+def build_resource(settings: OtelSettings, version: str, environment: str) -> Resource:
+    """`service.*` and `deployment.environment`, merged with `OTEL_RESOURCE_ATTRIBUTES`."""
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": version,
+            "deployment.environment": environment,
+        }
+    )
+
+
+def build_processor(settings: OtelSettings, exporter: SpanExporter | None) -> SpanProcessor:
+    """A batching processor on the OTLP exporter; a test's own exporter gets spans synchronously."""
+    if exporter is not None:
+        return SimpleSpanProcessor(exporter)
+    otlp = OTLPSpanExporter(
+        endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds
+    )
+    return BatchSpanProcessor(otlp, **settings.bsp)
+
+
+def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanProcessor) -> TracerProvider:
+    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=AwsXRayIdGenerator())
+    provider.add_span_processor(processor)
+    return provider
+
+
+def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None:
+    """Server spans for the app, client spans and context headers for outgoing `requests` calls."""
+    propagate.set_global_textmap(PROPAGATOR)
+    FlaskInstrumentor().instrument_app(
+        app, tracer_provider=provider, excluded_urls=excluded_urls, enable_commenter=False
+    )
+    requests_instrumentor = RequestsInstrumentor()
+    if requests_instrumentor.is_instrumented_by_opentelemetry:
+        # The patch is process-wide; the newest app's provider is the one to use.
+        requests_instrumentor.uninstrument()
+    requests_instrumentor.instrument(tracer_provider=provider)

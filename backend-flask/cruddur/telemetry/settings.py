@@ -1,0 +1,197 @@
+"""Where each tool sends, read from the environment once, with each ecosystem's own variable names.
+
+Each tool is on when its settings are present and off otherwise; `why_off` says which setting
+would turn it on. Secrets live only in fields with `repr=False`, and `describe()` never shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+from cruddur.config import ConfigError, flag, positive_int
+
+DEFAULT_SERVICE_NAME = "backend-flask"
+HONEYCOMB_DEFAULT_ENDPOINT = "https://api.honeycomb.io"
+TRACES_PATH = "v1/traces"
+#: Never traced, logged or sampled: the load balancer's and the container's health checks.
+ALWAYS_EXCLUDED_URLS = "/api/health"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def key_hint(secret: str | None) -> str:
+    """A secret as it may appear in output: its last four characters at most."""
+    if not secret:
+        return "(none)"
+    return f"…{secret[-4:]}" if len(secret) > 8 else "…"
+
+
+def parse_headers(raw: str) -> dict[str, str]:
+    """`OTEL_EXPORTER_OTLP_HEADERS` syntax: comma-separated `key=value`, values URL-encoded."""
+    headers: dict[str, str] = {}
+    for item in raw.split(","):
+        name, sep, value = item.partition("=")
+        if sep and name.strip():
+            headers[unquote(name.strip()).lower()] = unquote(value.strip())
+    return headers
+
+
+def resolve_repo_path(raw: str) -> Path:
+    """Relative paths resolve against the repository root, so `aws/json/xray.json` works anywhere."""
+    path = Path(raw)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+@dataclass(frozen=True)
+class OtelSettings:
+    enabled: bool
+    service_name: str
+    endpoint: str | None
+    destination: str
+    headers: Mapping[str, str] = field(repr=False)
+    timeout_seconds: float | None
+    excluded_urls: str
+    sampler: str | None
+    sampler_arg: str | None
+    bsp: Mapping[str, int]
+    why_off: str | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> OtelSettings:
+        service_name = environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+        user_excluded = environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or environ.get("OTEL_PYTHON_EXCLUDED_URLS")
+        excluded = ",".join(filter(None, [ALWAYS_EXCLUDED_URLS, user_excluded]))
+        bsp = {
+            argument: value
+            for argument, name in (
+                ("schedule_delay_millis", "OTEL_BSP_SCHEDULE_DELAY"),
+                ("max_queue_size", "OTEL_BSP_MAX_QUEUE_SIZE"),
+                ("max_export_batch_size", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+                ("export_timeout_millis", "OTEL_BSP_EXPORT_TIMEOUT"),
+            )
+            if (value := positive_int(environ, name, None)) is not None
+        }
+        timeout = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        common = {
+            "service_name": service_name,
+            "excluded_urls": excluded,
+            "sampler": (environ.get("OTEL_TRACES_SAMPLER") or "").strip().lower() or None,
+            "sampler_arg": environ.get("OTEL_TRACES_SAMPLER_ARG") or None,
+            "bsp": bsp,
+            "timeout_seconds": _seconds(timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        }
+        if flag(environ, "OTEL_SDK_DISABLED", False):
+            return cls(
+                enabled=False, endpoint=None, destination="none", headers={}, why_off="OTEL_SDK_DISABLED=true", **common
+            )
+        headers = parse_headers(
+            environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
+        )
+        if traces_endpoint := environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            endpoint, destination = traces_endpoint, "OTLP (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"
+        elif base := environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            endpoint, destination = f"{base.rstrip('/')}/{TRACES_PATH}", "OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)"
+        elif api_key := environ.get("HONEYCOMB_API_KEY"):
+            base = environ.get("HONEYCOMB_API_ENDPOINT") or HONEYCOMB_DEFAULT_ENDPOINT
+            endpoint, destination = f"{base.rstrip('/')}/{TRACES_PATH}", "Honeycomb (HONEYCOMB_API_KEY)"
+            headers = {"x-honeycomb-team": api_key, **headers}
+            if dataset := environ.get("HONEYCOMB_DATASET"):
+                headers["x-honeycomb-dataset"] = dataset
+        else:
+            return cls(
+                enabled=False,
+                endpoint=None,
+                destination="none",
+                headers={},
+                why_off="set HONEYCOMB_API_KEY (Honeycomb) or OTEL_EXPORTER_OTLP_ENDPOINT (any OTLP/HTTP endpoint)",
+                **common,
+            )
+        return cls(enabled=True, endpoint=endpoint, destination=destination, headers=headers, why_off=None, **common)
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f"OpenTelemetry: off ({self.why_off})"
+        team = self.headers.get("x-honeycomb-team")
+        key = f", key {key_hint(team)}" if team else ""
+        return f"OpenTelemetry: on, OTLP/HTTP to {self.endpoint} via {self.destination}{key}"
+
+
+@dataclass(frozen=True)
+class XRaySettings:
+    enabled: bool
+    mode: str
+    daemon_address: str | None
+    service_name: str
+    dynamic_naming: str | None
+    why_off: str | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], otel_service_name: str) -> XRaySettings:
+        daemon = environ.get("AWS_XRAY_DAEMON_ADDRESS") or None
+        mode = (environ.get("CRUDDUR_XRAY_MODE") or "sdk").strip().lower()
+        if mode not in {"sdk", "otel"}:
+            raise ConfigError(f"CRUDDUR_XRAY_MODE={mode!r} must be sdk or otel")
+        why_off = None
+        if not flag(environ, "AWS_XRAY_SDK_ENABLED", True):
+            why_off = "AWS_XRAY_SDK_ENABLED=false"
+        elif mode == "otel":
+            why_off = "CRUDDUR_XRAY_MODE=otel: spans reach X-Ray through the collector's awsxray exporter"
+        elif not daemon:
+            why_off = "set AWS_XRAY_DAEMON_ADDRESS (e.g. 127.0.0.1:2000) to send segments to an X-Ray daemon"
+        return cls(
+            enabled=why_off is None,
+            mode=mode,
+            daemon_address=daemon,
+            service_name=environ.get("AWS_XRAY_TRACING_NAME") or otel_service_name,
+            dynamic_naming=environ.get("AWS_XRAY_URL") or None,
+            why_off=why_off,
+        )
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f"AWS X-Ray: off ({self.why_off})"
+        naming = f", segment names from hosts matching {self.dynamic_naming!r}" if self.dynamic_naming else ""
+        return f"AWS X-Ray: on, segments for {self.service_name!r} to the daemon at {self.daemon_address}{naming}"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    rule_path: Path | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> SamplingSettings:
+        raw = environ.get("CRUDDUR_SAMPLING_RULE")
+        return cls(rule_path=resolve_repo_path(raw) if raw else None)
+
+
+def _seconds(raw: str | None, name: str) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than zero")
+    return value
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    otel: OtelSettings
+    xray: XRaySettings
+    sampling: SamplingSettings
+    shutdown_timeout_seconds: float
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> TelemetrySettings:
+        otel = OtelSettings.from_environ(environ)
+        return cls(
+            otel=otel,
+            xray=XRaySettings.from_environ(environ, otel.service_name),
+            sampling=SamplingSettings.from_environ(environ),
+            shutdown_timeout_seconds=_seconds(environ.get("CRUDDUR_SHUTDOWN_TIMEOUT"), "CRUDDUR_SHUTDOWN_TIMEOUT")
+            or 10.0,
+        )
