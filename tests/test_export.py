@@ -147,3 +147,12 @@ def test_sigterm_exports_every_finished_span_within_the_deadline(tmp_path, otlp_
         assert names.count("GET /api/activities/home") == 5 and names.count("home-activities") == 5
     else:
         assert "did not finish flushing before the deadline" in server.output()
+
+
+def test_a_preloaded_app_exports_from_its_forked_workers(tmp_path, otlp_receiver):
+    env = {"DATABASE_URL": str(tmp_path / "db.sqlite3"), "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url}
+    with Gunicorn(env, tmp_path / "gunicorn.log", workers=2, extra_args=("--preload",)) as server:
+        for _ in range(4):
+            assert requests.get(f"{server.url}/api/activities/home", timeout=5).status_code == 200
+    names = [span.name for span in otlp_receiver.spans()]
+    assert names.count("GET /api/activities/home") == 4
