@@ -66,10 +66,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _register_routes(app: Flask) -> None:
-    from cruddur.api import activities, health, messages
+    from cruddur.api import activities, health, messages, rollbar_test
     from cruddur.api.errors import register_error_handlers
 
     app.register_blueprint(activities.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(rollbar_test.bp)
     register_error_handlers(app)

@@ -19,6 +19,7 @@ class ReceivedExport:
     path: str
     headers: dict[str, str]
     request: ExportTraceServiceRequest
+    raw: bytes
 
     def spans(self) -> list:
         return [span for rs in self.request.resource_spans for ss in rs.scope_spans for span in ss.spans]
@@ -58,7 +59,7 @@ class FakeOtlpReceiver:
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 receiver.exports.append(
-                    ReceivedExport(self.path, {k.lower(): v for k, v in self.headers.items()}, request)
+                    ReceivedExport(self.path, {k.lower(): v for k, v in self.headers.items()}, request, body)
                 )
                 reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)

@@ -22,8 +22,9 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
-from cruddur.telemetry import logs, otel
+from cruddur.telemetry import cloudwatch, logs, otel
 from cruddur.telemetry.ids import current_ids
+from cruddur.telemetry.rollbar_reporter import RollbarReporter
 from cruddur.telemetry.sampling import build_sampler
 from cruddur.telemetry.settings import TelemetrySettings
 from cruddur.telemetry.tracing import Tracing
@@ -44,6 +45,8 @@ class Telemetry:
         self.provider: TracerProvider | None = None
         self.processor: SpanProcessor | None = None
         self.xray_middleware = None
+        self.cloudwatch = None
+        self.rollbar = None
         self._closers: list[tuple[str, Callable[[float], None]]] = []
         self._closed = False
         self._lock = threading.Lock()
@@ -66,6 +69,15 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         if self.xray_middleware is not None:
             self.xray_middleware.record_exception(error)
+        if self.rollbar is not None:
+            self.rollbar.report_exception(error, request)
+
+    def report_message(self, message: str, level: str) -> bool:
+        """Send a message to Rollbar with the current request; False when Rollbar is off."""
+        if self.rollbar is None:
+            return False
+        self.rollbar.report_message(message, level, request)
+        return True
 
     def on_close(self, name: str, close: Callable[[float], None]) -> None:
         """Register a tool's flush-and-close, run at shutdown with the seconds left before the deadline."""
@@ -90,8 +102,10 @@ class Telemetry:
                 log.warning("shutdown: %s did not finish flushing before the deadline; the rest is dropped", name)
 
     def after_fork(self) -> None:
-        """In a worker forked from a master that built the app: OpenTelemetry's batch processor
-        restarts its own thread (it registers `os.register_at_fork`); the other tools restart here."""
+        """In a worker forked from a master that built the app. OpenTelemetry's batch processor and
+        the CloudWatch handler restart their own threads (both hook `os.register_at_fork`)."""
+        if self.rollbar is not None:
+            self.rollbar.after_fork()
 
 
 def _shutdown_at_exit(reference: weakref.ReferenceType[Telemetry]) -> None:
@@ -103,7 +117,7 @@ def _shutdown_at_exit(reference: weakref.ReferenceType[Telemetry]) -> None:
 def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     """Set up every tool for this app in this process; see the module docstring for the order."""
     logs.configure_logging(settings.environ.get("CRUDDUR_LOG_LEVEL", "INFO").upper())
-    telemetry_settings = TelemetrySettings.from_environ(settings.environ)
+    telemetry_settings = TelemetrySettings.from_environ(settings.environ, settings.environment, version)
     otel_settings = telemetry_settings.otel
     sampler, sampling_description = build_sampler(
         otel_settings.sampler,
@@ -133,8 +147,26 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
         telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
         telemetry.tracing.xray = xray.XRaySubsegments(recorder)
 
+    cloudwatch_settings = telemetry_settings.cloudwatch
+    cloudwatch_off = cloudwatch.missing_setting(cloudwatch_settings)
+    if cloudwatch_off is None:
+        handler = telemetry.cloudwatch = cloudwatch.BoundedCloudWatchHandler(cloudwatch_settings)
+        logs.add_handler(handler, "cloudwatch")
+
+        def close_cloudwatch(deadline: float) -> None:
+            logs.remove_handler(handler)
+            handler.flush_and_close(deadline)
+
+        telemetry.on_close("CloudWatch Logs", close_cloudwatch)
+
+    if telemetry_settings.rollbar.enabled:
+        telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar, settings.user_handle)
+        telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
+
     log.info("telemetry: %s", otel_settings.describe() if not test_exporter else "OpenTelemetry: on, test exporter")
     log.info("telemetry: %s", xray_settings.describe())
     log.info("telemetry: sampling %s", sampling_description)
+    (log.info if cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_settings.describe(cloudwatch_off))
+    log.info("telemetry: %s", telemetry_settings.rollbar.describe())
     atexit.register(_shutdown_at_exit, weakref.ref(telemetry))
     return telemetry

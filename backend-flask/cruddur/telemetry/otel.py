@@ -19,8 +19,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from cruddur.telemetry.scrub import scrub_query, scrub_url
 from cruddur.telemetry.settings import OtelSettings
 
 #: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
@@ -55,14 +57,34 @@ def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanP
     return provider
 
 
+#: Span attributes that carry a URL or a query string, in the old and the new HTTP conventions.
+URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.query")
+
+
+def scrub_span_urls(span: Span, *_: object) -> None:
+    """The scrub list applied to the URLs the HTTP instrumentations record (`?token=...`)."""
+    if not span.is_recording():
+        return
+    for key in URL_ATTRIBUTES:
+        value = span.attributes.get(key)
+        if isinstance(value, str) and value:
+            clean = scrub_query(value) if key == "url.query" else scrub_url(value)
+            if clean != value:
+                span.set_attribute(key, clean)
+
+
 def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None:
     """Server spans for the app, client spans and context headers for outgoing `requests` calls."""
     propagate.set_global_textmap(PROPAGATOR)
     FlaskInstrumentor().instrument_app(
-        app, tracer_provider=provider, excluded_urls=excluded_urls, enable_commenter=False
+        app,
+        tracer_provider=provider,
+        excluded_urls=excluded_urls,
+        enable_commenter=False,
+        response_hook=scrub_span_urls,
     )
     requests_instrumentor = RequestsInstrumentor()
     if requests_instrumentor.is_instrumented_by_opentelemetry:
         # The patch is process-wide; the newest app's provider is the one to use.
         requests_instrumentor.uninstrument()
-    requests_instrumentor.instrument(tracer_provider=provider)
+    requests_instrumentor.instrument(tracer_provider=provider, request_hook=scrub_span_urls)

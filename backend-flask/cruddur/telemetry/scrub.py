@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
@@ -46,3 +47,20 @@ def scrub_mapping(values: Mapping[str, object]) -> dict[str, object]:
         else:
             clean[key] = value
     return clean
+
+
+def scrub_query(query: str) -> str:
+    """A query string with the values of sensitive parameters replaced."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(is_sensitive(name) for name, _ in pairs):
+        return query
+    return urlencode([(name, REDACTED if is_sensitive(name) else value) for name, value in pairs], safe="[]")
+
+
+def scrub_url(url: str) -> str:
+    """A URL (or a path with a query) whose sensitive query parameters and credentials are replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    if netloc != parts.netloc:
+        netloc = f"{REDACTED}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc, query=scrub_query(parts.query)))

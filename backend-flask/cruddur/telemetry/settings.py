@@ -166,6 +166,75 @@ class SamplingSettings:
         return cls(rule_path=resolve_repo_path(raw) if raw else None)
 
 
+#: The retention periods CloudWatch Logs accepts, in days.
+CLOUDWATCH_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+)
+ROLLBAR_DEFAULT_ENDPOINT = "https://api.rollbar.com/api/1/"
+
+
+@dataclass(frozen=True)
+class CloudWatchSettings:
+    """CloudWatch Logs is wanted when a region is set; whether credentials resolve is checked at start."""
+
+    region: str | None
+    log_group: str
+    retention_days: int | None
+    endpoint: str | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> CloudWatchSettings:
+        retention = positive_int(environ, "CLOUDWATCH_LOG_RETENTION_DAYS", None)
+        if retention is not None and retention not in CLOUDWATCH_RETENTION_DAYS:
+            allowed = ", ".join(map(str, sorted(CLOUDWATCH_RETENTION_DAYS)))
+            raise ConfigError(f"CLOUDWATCH_LOG_RETENTION_DAYS={retention} is not one of {allowed}")
+        return cls(
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+            log_group=environ.get("CLOUDWATCH_LOG_GROUP") or "cruddur",
+            retention_days=retention,
+            endpoint=environ.get("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS") or environ.get("AWS_ENDPOINT_URL") or None,
+        )
+
+    def describe(self, why_off: str | None) -> str:
+        if why_off:
+            return f"CloudWatch Logs: off ({why_off})"
+        retention = f", retention {self.retention_days} days" if self.retention_days else ""
+        where = f" via {self.endpoint}" if self.endpoint else ""
+        return f"CloudWatch Logs: on, log group {self.log_group!r} in {self.region}{where}{retention}"
+
+
+@dataclass(frozen=True)
+class RollbarSettings:
+    access_token: str | None = field(repr=False)
+    environment: str
+    code_version: str
+    endpoint: str
+    test_route: bool
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], environment: str, version: str) -> RollbarSettings:
+        endpoint = environ.get("ROLLBAR_ENDPOINT") or ROLLBAR_DEFAULT_ENDPOINT
+        return cls(
+            access_token=environ.get("ROLLBAR_ACCESS_TOKEN") or None,
+            environment=environ.get("ROLLBAR_ENVIRONMENT") or environment,
+            code_version=environ.get("ROLLBAR_CODE_VERSION") or version,
+            endpoint=endpoint if endpoint.endswith("/") else f"{endpoint}/",
+            test_route=flag(environ, "CRUDDUR_ROLLBAR_TEST_ROUTE", environment != "production"),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.access_token is not None
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return "Rollbar: off (set ROLLBAR_ACCESS_TOKEN to report errors to Rollbar)"
+        return (
+            f"Rollbar: on, environment {self.environment!r}, code version {self.code_version}, "
+            f"token {key_hint(self.access_token)}, API {self.endpoint}"
+        )
+
+
 def _seconds(raw: str | None, name: str) -> float | None:
     if not raw:
         return None
@@ -183,15 +252,19 @@ class TelemetrySettings:
     otel: OtelSettings
     xray: XRaySettings
     sampling: SamplingSettings
+    cloudwatch: CloudWatchSettings
+    rollbar: RollbarSettings
     shutdown_timeout_seconds: float
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> TelemetrySettings:
+    def from_environ(cls, environ: Mapping[str, str], environment: str, version: str) -> TelemetrySettings:
         otel = OtelSettings.from_environ(environ)
         return cls(
             otel=otel,
             xray=XRaySettings.from_environ(environ, otel.service_name),
             sampling=SamplingSettings.from_environ(environ),
+            cloudwatch=CloudWatchSettings.from_environ(environ),
+            rollbar=RollbarSettings.from_environ(environ, environment, version),
             shutdown_timeout_seconds=_seconds(environ.get("CRUDDUR_SHUTDOWN_TIMEOUT"), "CRUDDUR_SHUTDOWN_TIMEOUT")
             or 10.0,
         )

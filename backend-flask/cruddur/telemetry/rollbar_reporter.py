@@ -1,0 +1,138 @@
+"""Rollbar, initialised by the factory and sent from one worker thread through a bounded queue.
+
+pyrollbar's default handler starts a thread per item; its blocking handler would hold a request
+on Rollbar's API. Here the item is built (and scrubbed) on the request thread, where the request
+and the exception are at hand, and a payload handler moves it to a queue that one thread sends
+from. A burst beyond the queue's size is dropped and counted, never queued without limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rollbar
+from rollbar.lib.transform import Transform
+
+from cruddur.telemetry.ids import current_ids
+from cruddur.telemetry.scrub import REDACTED, SENSITIVE_NAME_FRAGMENTS, is_sensitive
+from cruddur.telemetry.settings import RollbarSettings
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_ITEMS = 100
+#: Seconds one call to Rollbar's API may take.
+API_TIMEOUT_SECONDS = 3
+_STOP = object()
+#: pyrollbar's configuration is process-wide, so one reporter at a time owns its payload hook.
+_active_reporter: RollbarReporter | None = None
+
+
+class ScrubSensitiveNames(Transform):
+    """Applies the one scrub list to every key path in a Rollbar payload: headers, params, body."""
+
+    priority = 25
+
+    def default(self, o: Any, key: tuple | None = None) -> Any:
+        if key and any(is_sensitive(str(part)) for part in key):
+            return REDACTED
+        return o
+
+
+class RollbarReporter:
+    """Reports exceptions and messages with the request, the person and the trace ids."""
+
+    def __init__(self, settings: RollbarSettings, person_handle: str, max_queued: int = MAX_QUEUED_ITEMS) -> None:
+        self.settings = settings
+        self.person = {"id": person_handle, "username": person_handle}
+        self.dropped = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
+        self._sending = threading.local()
+        rollbar.init(
+            settings.access_token,
+            settings.environment,
+            scrub_fields=[*SENSITIVE_NAME_FRAGMENTS, "set-cookie", "x-api-key", "api_key", "access_token"],
+            handler="blocking",
+            endpoint=settings.endpoint,
+            code_version=settings.code_version,
+            timeout=API_TIMEOUT_SECONDS,
+            root=str(Path(__file__).resolve().parents[2]),
+            allow_logging_basic_config=False,
+            locals={"enabled": False},
+            capture_ip="anonymize",
+            custom_transforms=[ScrubSensitiveNames()],
+            suppress_reinit_warning=True,
+        )
+        # pyrollbar keeps one global configuration and ignores these on a second `init`:
+        # the newest app in the process is the one reporting.
+        rollbar.SETTINGS.update(access_token=settings.access_token, environment=settings.environment)
+        global _active_reporter
+        if _active_reporter is not None:
+            rollbar.events.remove_payload_handler(_active_reporter._enqueue)
+        _active_reporter = self
+        rollbar.events.add_payload_handler(self._enqueue)
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        self._worker = threading.Thread(target=self._send_queued, name="rollbar-sender", daemon=True)
+        self._worker.start()
+
+    def after_fork(self) -> None:
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
+        self._start_worker()
+
+    def _trace_data(self) -> dict[str, str]:
+        ids = current_ids()
+        return {"trace_id": ids.trace_id_hex, "xray_trace_id": ids.xray_trace_id} if ids else {}
+
+    def report_exception(self, error: BaseException, request: Any) -> None:
+        rollbar.report_exc_info(
+            (type(error), error, error.__traceback__),
+            request=request,
+            extra_data=self._trace_data(),
+            payload_data={"person": self.person},
+        )
+
+    def report_message(self, message: str, level: str, request: Any) -> None:
+        rollbar.report_message(
+            message, level, request=request, extra_data=self._trace_data(), payload_data={"person": self.person}
+        )
+
+    def _enqueue(self, payload: dict, **_: Any) -> dict | bool:
+        """pyrollbar's payload hook: on the sender thread let the payload through, elsewhere queue it."""
+        if getattr(self._sending, "active", False):
+            return payload
+        try:
+            self._queue.put_nowait(payload)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("Rollbar: %d items dropped while the API could not keep up", self.dropped)
+        return False
+
+    def _send_queued(self) -> None:
+        self._sending.active = True
+        while (payload := self._queue.get()) is not _STOP:
+            try:
+                rollbar.send_payload(payload, self.settings.access_token)
+            except Exception:
+                log.exception("Rollbar: sending an item failed")
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def flush_and_close(self, deadline: float) -> None:
+        """Send what is queued, then stop the sender; the caller bounds how long this may take."""
+        rollbar.events.remove_payload_handler(self._enqueue)
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=max(0.01, deadline - time.monotonic()))
+                break
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    return
+        self._worker.join(max(0.0, deadline - time.monotonic()))
