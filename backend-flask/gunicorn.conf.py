@@ -13,9 +13,20 @@ preload_app = False
 timeout = 30
 # A stop waits this long for requests in flight, then for telemetry to flush.
 graceful_timeout = 30
-# The app writes one JSON access line per request itself, with the trace id in it.
+# The app writes one JSON access line per request itself, with the trace id in it; gunicorn's
+# own lines (start, stop, worker timeouts) are JSON on stdout too, in the app's format.
 accesslog = None
-errorlog = "-"
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "cruddur.telemetry.logs.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"}},
+    "root": {"level": "INFO", "handlers": []},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
+    },
+}
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

@@ -40,7 +40,7 @@ def boto_config() -> botocore.config.Config:
 def missing_setting(settings: CloudWatchSettings) -> str | None:
     """What keeps CloudWatch Logs off, if anything: no region, or no credentials in boto3's chain."""
     if not settings.region:
-        return "no AWS region: set AWS_REGION (and credentials) to send logs to CloudWatch Logs"
+        return "no AWS region: set AWS_REGION and credentials to send logs to CloudWatch Logs"
     try:
         credentials = boto3.Session(region_name=settings.region).get_credentials()
     except botocore.exceptions.BotoCoreError as error:

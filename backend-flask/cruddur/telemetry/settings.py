@@ -105,7 +105,7 @@ class OtelSettings:
                 endpoint=None,
                 destination="none",
                 headers={},
-                why_off="set HONEYCOMB_API_KEY (Honeycomb) or OTEL_EXPORTER_OTLP_ENDPOINT (any OTLP/HTTP endpoint)",
+                why_off="set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint",
                 **common,
             )
         return cls(enabled=True, endpoint=endpoint, destination=destination, headers=headers, why_off=None, **common)
@@ -139,7 +139,7 @@ class XRaySettings:
         elif mode == "otel":
             why_off = "CRUDDUR_XRAY_MODE=otel: spans reach X-Ray through the collector's awsxray exporter"
         elif not daemon:
-            why_off = "set AWS_XRAY_DAEMON_ADDRESS (e.g. 127.0.0.1:2000) to send segments to an X-Ray daemon"
+            why_off = "set AWS_XRAY_DAEMON_ADDRESS, e.g. 127.0.0.1:2000, to send segments to an X-Ray daemon"
         return cls(
             enabled=why_off is None,
             mode=mode,
