@@ -41,6 +41,12 @@ def group_handles(handle: str, other_handle: str) -> tuple[str, str]:
 #: The most items a feed, search or conversation returns; newer ones win.
 FEED_LIMIT = 100
 
+#: How many levels of replies an activity embeds; a client reads deeper ones by showing the deepest embedded
+#: reply (whose `replies_count` still counts them). JSON encoders recurse once per level, so without a bound a
+#: chain of some 450 replies made every response holding its first activity a 500, and each read of it took
+#: one query per level.
+REPLY_DEPTH = 32
+
 
 class Store(Protocol):
     """What the services need from persistence. Every read takes `now` so expiry is one rule."""

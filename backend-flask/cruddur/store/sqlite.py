@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from cruddur.store import FEED_LIMIT, Activity, Message, MessageGroup, group_handles
+from cruddur.store import FEED_LIMIT, REPLY_DEPTH, Activity, Message, MessageGroup, group_handles
 from cruddur.store.seed import seed
 from cruddur.telemetry.tracing import Tracing
 from cruddur.timeutil import to_iso
@@ -156,9 +156,11 @@ class SQLiteStore:
             connection.execute(sql, params)
 
     def _with_replies(self, activities: list[Activity], now: datetime) -> list[Activity]:
-        """Fill each activity's `replies`, level by level, one query per level of nesting."""
+        """Fill each activity's `replies`, level by level, one query per level, `REPLY_DEPTH` levels at most."""
         level = {item["uuid"]: item for item in activities}
-        while level:
+        for _depth in range(REPLY_DEPTH):
+            if not level:
+                break
             marks = ",".join("?" * len(level))
             rows = self._select(
                 f"SELECT {ACTIVITY_COLUMNS} {FROM_ACTIVITIES} "
