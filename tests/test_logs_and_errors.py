@@ -230,3 +230,17 @@ def test_a_burst_of_errors_is_bounded_and_never_waits_on_rollbar(  # a hanging A
     if rollbar_api.hang:
         assert reporter.dropped >= 300 - 101, "beyond the queue, items are dropped, not queued"
     app.extensions["cruddur"].telemetry.shutdown(timeout=1)
+
+
+def test_sending_to_rollbar_is_not_traced_as_the_apps_own_calls(make_app, rollbar_api, span_exporter):
+    app = make_app(
+        {
+            "TELEMETRY_SPAN_EXPORTER": span_exporter,
+            "ROLLBAR_ACCESS_TOKEN": "fake-rollbar-token-0007",
+            "ROLLBAR_ENDPOINT": rollbar_api.endpoint,
+        }
+    )
+    app.test_client().get("/rollbar/test")
+    app.extensions["cruddur"].telemetry.shutdown()
+    assert len(rollbar_api.requests) == 1
+    assert [span.name for span in span_exporter.get_finished_spans()] == ["GET /rollbar/test"]

@@ -17,6 +17,7 @@ from cruddur.config import Settings, merged_environ, sqlite_path
 from cruddur.services import Deps
 from cruddur.store.sqlite import SQLiteStore
 from cruddur.telemetry import Telemetry
+from cruddur.telemetry.cli import telemetry_cli
 from cruddur.timeutil import utc_now
 from cruddur.version import code_version
 
@@ -62,6 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         methods=["OPTIONS", "GET", "HEAD", "POST"],
     )
     _register_routes(app)
+    app.cli.add_command(telemetry_cli)
     return app
 
 

@@ -46,7 +46,9 @@ class Telemetry:
         self.processor: SpanProcessor | None = None
         self.xray_middleware = None
         self.cloudwatch = None
+        self.cloudwatch_off: str | None = None
         self.rollbar = None
+        self.sampling_description = ""
         self._closers: list[tuple[str, Callable[[float], None]]] = []
         self._closed = False
         self._lock = threading.Lock()
@@ -129,6 +131,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     otel_on = otel_settings.enabled or (test_exporter is not None and otel_settings.why_off != "OTEL_SDK_DISABLED=true")
 
     telemetry = Telemetry(telemetry_settings, Tracing())
+    telemetry.sampling_description = sampling_description
     if otel_on:
         telemetry.processor = otel.build_processor(otel_settings, test_exporter)
         telemetry.provider = otel.build_tracer_provider(
@@ -148,7 +151,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
         telemetry.tracing.xray = xray.XRaySubsegments(recorder)
 
     cloudwatch_settings = telemetry_settings.cloudwatch
-    cloudwatch_off = cloudwatch.missing_setting(cloudwatch_settings)
+    cloudwatch_off = telemetry.cloudwatch_off = cloudwatch.missing_setting(cloudwatch_settings)
     if cloudwatch_off is None:
         handler = telemetry.cloudwatch = cloudwatch.BoundedCloudWatchHandler(cloudwatch_settings)
         logs.add_handler(handler, "cloudwatch")

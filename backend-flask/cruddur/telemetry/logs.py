@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,3 +92,17 @@ def add_handler(handler: logging.Handler, role: str) -> None:
 
 def remove_handler(handler: logging.Handler) -> None:
     logging.getLogger().removeHandler(handler)
+
+
+def mute_stdout() -> Callable[[], None]:
+    """Silence the stdout handler (for a command whose own output is the point); returns the undo."""
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "_cruddur_role", None) == "stdout"]
+    levels = [h.level for h in handlers]
+    for handler in handlers:
+        handler.setLevel(logging.CRITICAL + 1)
+
+    def restore() -> None:
+        for handler, level in zip(handlers, levels, strict=True):
+            handler.setLevel(level)
+
+    return restore

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import rollbar
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from rollbar.lib.transform import Transform
 
 from cruddur.telemetry.ids import current_ids
@@ -52,6 +53,7 @@ class RollbarReporter:
         self.dropped = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
         self._sending = threading.local()
+        self._abandoned = threading.Event()
         rollbar.init(
             settings.access_token,
             settings.environment,
@@ -115,15 +117,29 @@ class RollbarReporter:
         return False
 
     def _send_queued(self) -> None:
+        """The sender thread: its HTTP calls are Rollbar's, not the app's, so they are not traced."""
         self._sending.active = True
-        while (payload := self._queue.get()) is not _STOP:
+        with suppress_instrumentation():
+            self._send_until_stopped()
+
+    def _send_until_stopped(self) -> None:
+        """Send until told to stop; once abandoned at the shutdown deadline, drop what is left and end."""
+        while True:
             try:
-                rollbar.send_payload(payload, self.settings.access_token)
+                payload = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._abandoned.is_set():
+                    return
+                continue
+            try:
+                if payload is _STOP:
+                    return
+                if not self._abandoned.is_set():
+                    rollbar.send_payload(payload, self.settings.access_token)
             except Exception:
                 log.exception("Rollbar: sending an item failed")
             finally:
                 self._queue.task_done()
-        self._queue.task_done()
 
     def flush_and_close(self, deadline: float) -> None:
         """Send what is queued, then stop the sender; the caller bounds how long this may take."""
@@ -134,5 +150,8 @@ class RollbarReporter:
                 break
             except queue.Full:
                 if time.monotonic() >= deadline:
-                    return
+                    break
         self._worker.join(max(0.0, deadline - time.monotonic()))
+        if self._worker.is_alive():
+            self._abandoned.set()
+            log.warning("Rollbar: the API did not take every item before the shutdown deadline")
