@@ -21,11 +21,13 @@ class RecordedRequest:
 
 
 class RecordingServer:
-    """`status`/`reply` set the answer; `delay` slows it; `hang` makes it never answer."""
+    """`status`/`reply` set the answer (`routes` per path: {path: (status, reply)}); `delay` slows it;
+    `hang` makes it never answer."""
 
-    def __init__(self, status: int = 200, reply: object | None = None) -> None:
+    def __init__(self, status: int = 200, reply: object | None = None, routes: dict | None = None) -> None:
         self.status = status
         self.reply = reply if reply is not None else {}
+        self.routes = routes or {}
         self.delay = 0.0
         self.hang = False
         self.requests: list[RecordedRequest] = []
@@ -45,8 +47,9 @@ class RecordingServer:
                     return
                 if recorder.delay:
                     time.sleep(recorder.delay)
-                payload = json.dumps(recorder.reply).encode()
-                self.send_response(recorder.status)
+                status, reply = recorder.routes.get(self.path, (recorder.status, recorder.reply))
+                payload = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -6,23 +6,58 @@ import json
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PROTOCOL_HEADER = {"format": "json", "version": 1}
 
 
 class FakeXRayDaemon:
-    """Listens on a loopback UDP port; every datagram must be the header line, a newline, a segment."""
+    """Listens on a loopback UDP port; every datagram must be the header line, a newline, a segment.
 
-    def __init__(self) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
+    With `tcp=True` it also answers the X-Ray API proxy on TCP at the same port, as the daemon
+    does for sampling rules: `POST /GetSamplingRules` returns `sampling_rules`.
+    """
+
+    def __init__(self, tcp: bool = False) -> None:
+        self.sampling_rules = [{"SamplingRule": {"RuleName": "Cruddur"}}, {"SamplingRule": {"RuleName": "Default"}}]
+        self.http = None
+        while True:
+            self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.socket.bind(("127.0.0.1", 0))
+            port = self.socket.getsockname()[1]
+            try:
+                self.http = self._serve_tcp(port) if tcp else None
+                break
+            except OSError:  # that port is taken on TCP: try another pair
+                self.socket.close()
         self.socket.settimeout(0.1)
-        self.address = f"127.0.0.1:{self.socket.getsockname()[1]}"
+        self.address = f"127.0.0.1:{port}"
         self.documents: list[dict] = []
         self.malformed: list[bytes] = []
         self._running = True
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
+
+    def _serve_tcp(self, port: int) -> ThreadingHTTPServer:
+        daemon = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                body = json.dumps({"SamplingRuleRecords": daemon.sampling_rules}).encode()
+                self.send_response(200 if self.path == "/GetSamplingRules" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
 
     def _receive(self) -> None:
         while self._running:
@@ -47,6 +82,9 @@ class FakeXRayDaemon:
         return self.segments()
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
         self._running = False
         self._thread.join()
         self.socket.close()

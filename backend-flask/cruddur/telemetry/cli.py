@@ -1,0 +1,105 @@
+"""`flask --app app telemetry status|check|spend`: see, verify and cost the four tools from one command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from cruddur.telemetry import checks, logs, spend
+
+MARKS = {"ok": "ok ", "failed": "FAIL", "off": "off "}
+
+
+def _telemetry():  # noqa: ANN202 - the app's Telemetry, typed where it is defined
+    return current_app.extensions["cruddur"].telemetry
+
+
+@click.group("telemetry", cls=AppGroup)
+def telemetry_cli() -> None:
+    """See, verify and cost Honeycomb, X-Ray, CloudWatch Logs and Rollbar."""
+
+
+@telemetry_cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(as_json: bool) -> None:
+    """Which tools are on, where they send, the sampling in force; no network calls."""
+    logs.mute_stdout()
+    telemetry = _telemetry()
+    settings = telemetry.settings
+    lines = {
+        "opentelemetry": settings.otel.describe(),
+        "xray": settings.xray.describe(),
+        "sampling": f"Sampling: {telemetry.sampling_description}",
+        "cloudwatch": settings.cloudwatch.describe(telemetry.cloudwatch_off),
+        "rollbar": settings.rollbar.describe(),
+    }
+    if as_json:
+        click.echo(json.dumps(lines))
+        return
+    for line in lines.values():
+        click.echo(line)
+
+
+@telemetry_cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
+def check(as_json: bool) -> None:
+    """Verify every tool that is on, each within a timeout; exit 1 when any fails."""
+    logs.mute_stdout()
+    telemetry = _telemetry()
+    reports = checks.run_checks(telemetry.settings, telemetry.cloudwatch_off)
+    failed = any(report.state == "failed" for report in reports)
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "tools": [report.as_dict() for report in reports]}))
+    else:
+        for report in reports:
+            _print_report(report)
+        click.echo("")
+        click.echo(
+            "Some checks failed: fix what is marked FAIL and run this again." if failed else "All checks passed."
+        )
+    sys.exit(1 if failed else 0)
+
+
+def _print_report(report: checks.ToolReport) -> None:
+    if report.state == "off":
+        click.echo(f"[{MARKS['off']}] {report.tool}: {report.off_because}")
+        return
+    click.echo(f"[{MARKS[report.state]}] {report.tool}")
+    for step in report.steps:
+        click.echo(f"       {'✓' if step.ok else '✗'} {step.name}: {step.detail}")
+        if step.fix:
+            click.echo(f"         fix: {step.fix}")
+
+
+@telemetry_cli.command("spend")
+@click.option("--requests-per-day", type=click.FloatRange(min=0), required=True, help="Expected traffic.")
+@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True, help="Share that fail.")
+def spend_command(requests_per_day: float, error_rate: float) -> None:
+    """Monthly volume per tool against its free tier, from what this service really emits."""
+    logs.mute_stdout()
+    telemetry = _telemetry()
+    emitted = spend.measure_emitted()
+    lines, sampling = spend.monthly_volumes(telemetry.settings, emitted, requests_per_day, error_rate)
+    click.echo(
+        f"Measured per request: {emitted.spans:.1f} spans, {emitted.xray_documents:.1f} X-Ray documents, "
+        f"{emitted.log_bytes:.0f} log bytes; a failure adds {emitted.error_log_bytes:.0f} log bytes."
+    )
+    click.echo(
+        f"At {requests_per_day:,.0f} requests/day ({requests_per_day / spend.SECONDS_PER_DAY:.2f}/s, one process), "
+        f"{error_rate:.1%} failing; sampling: {sampling}."
+    )
+    click.echo("")
+    click.echo(f"{'tool':<18} {'per month':>14} {'free tier':>28} {'share':>8}  free tier runs out at")
+    for line in lines:
+        monthly = f"{line.monthly:,.2f}" if line.unit == "GB ingested" else f"{line.monthly:,.0f}"
+        limit = f"{line.exhausted_at_per_day:,.0f} requests/day" if line.exhausted_at_per_day is not None else "never"
+        click.echo(f"{line.tool:<18} {monthly:>14} {f'{line.free:,.0f} {line.unit}':>28} {line.share:>8.1%}  {limit}")
+    click.echo("")
+    click.echo(
+        "Free tiers as stated in cruddur/telemetry/spend.py FREE_TIERS (per month); X-Ray scanned assumes each "
+        "recorded trace is read once. Volumes are what each tool receives when it is on."
+    )

@@ -1,0 +1,208 @@
+"""What the four tools will cost: monthly volumes from what this service really emits, against free tiers.
+
+A probe app (same code, a scratch database, local sinks) serves a mix of real requests; the
+spans, X-Ray documents and JSON log bytes it emits per request are counted, then scaled by the
+request rate, the sampling rule in force and the error rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from cruddur.telemetry.sampling import SamplingRule
+from cruddur.telemetry.settings import TelemetrySettings
+
+#: The free tiers as the course docs weigh them, per month. Update here when the vendors change them.
+FREE_TIERS: dict[str, tuple[float, str]] = {
+    "Honeycomb": (20_000_000, "events"),
+    "X-Ray (recorded)": (100_000, "traces recorded"),
+    "X-Ray (scanned)": (1_000_000, "traces scanned"),
+    "CloudWatch Logs": (5, "GB ingested"),
+    "Rollbar": (5_000, "events"),
+}
+DAYS_PER_MONTH = 30
+SECONDS_PER_DAY = 86_400
+GIGABYTE = 1024**3
+#: CloudWatch Logs bills each event's UTF-8 bytes plus this overhead.
+CLOUDWATCH_EVENT_OVERHEAD_BYTES = 26
+#: The requests the probe serves: the routes a Cruddur client calls, reads and writes.
+PROBE_REQUESTS = (
+    ("GET", "/api/activities/home", None),
+    ("GET", "/api/activities/notifications", None),
+    ("GET", "/api/activities/@andrewbrown", None),
+    ("GET", "/api/activities/search?term=fun", None),
+    ("GET", "/api/activities/68f126b0-1ceb-4a33-88be-d90fa7109eee", None),
+    ("POST", "/api/activities", {"message": "How much does this cost?", "ttl": "1-day"}),
+    ("GET", "/api/message_groups", None),
+    ("GET", "/api/messages/@bayko", None),
+)
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """What one request makes, on average, and what one failing request adds."""
+
+    spans: float
+    xray_documents: float
+    log_bytes: float
+    error_log_bytes: float
+
+
+class _ByteCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.total += len(self.format(record).encode()) + CLOUDWATCH_EVENT_OVERHEAD_BYTES
+
+
+def measure_emitted(rounds: int = 5) -> Emitted:
+    """Serve the probe mix with every tool on and everything kept, and count what comes out."""
+    from cruddur import create_app
+    from cruddur.telemetry import logs
+
+    exporter = InMemorySpanExporter()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon, tempfile.TemporaryDirectory() as scratch:
+        daemon.bind(("127.0.0.1", 0))
+        daemon.settimeout(0.2)
+        probe = create_app(
+            {
+                "TESTING": True,
+                "TELEMETRY_SPAN_EXPORTER": exporter,
+                "DATABASE_URL": str(Path(scratch) / "probe.sqlite3"),
+                "AWS_XRAY_DAEMON_ADDRESS": "{}:{}".format(*daemon.getsockname()),
+                "CRUDDUR_XRAY_MODE": "sdk",
+                "AWS_XRAY_SDK_ENABLED": "true",
+                **dict.fromkeys(
+                    ("OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER", "CRUDDUR_SAMPLING_RULE", "ROLLBAR_ACCESS_TOKEN"), None
+                ),
+                **dict.fromkeys(("AWS_REGION", "AWS_DEFAULT_REGION", "OTEL_PYTHON_FLASK_EXCLUDED_URLS"), None),
+                "CRUDDUR_LOG_LEVEL": "ERROR",
+            }
+        )
+        client = probe.test_client()
+        counter = logs.json_handler(_ByteCounter(), "probe")
+        root = logging.getLogger()
+        root.setLevel(logging.INFO)
+        root.addHandler(counter)
+        muted = logs.mute_stdout()
+        try:
+            served = 0
+            for _ in range(rounds):
+                for method, path, body in PROBE_REQUESTS:
+                    client.open(path, method=method, json=body)
+                    served += 1
+            spans, log_bytes = len(exporter.get_finished_spans()), counter.total
+            documents = _drain(daemon)
+            exporter.clear()
+            counter.total = 0
+            _fail_once(probe, client)
+            error_log_bytes = counter.total - log_bytes / served
+        finally:
+            root.removeHandler(counter)
+            muted()
+            probe.extensions["cruddur"].telemetry.shutdown()
+    return Emitted(spans / served, documents / served, log_bytes / served, max(0.0, error_log_bytes))
+
+
+def _drain(daemon: socket.socket) -> int:
+    received = 0
+    while True:
+        try:
+            daemon.recv(65_535)
+        except TimeoutError:
+            return received
+        received += 1
+
+
+def _fail_once(probe: object, client: object) -> None:
+    store = probe.extensions["cruddur"].deps.store
+
+    def broken(*_: object) -> list:
+        raise RuntimeError("telemetry spend: a failure to measure")
+
+    store.home_activities = broken
+    try:
+        client.get("/api/activities/home")
+    finally:
+        del store.home_activities
+
+
+def kept_fraction(settings: TelemetrySettings, requests_per_second: float) -> tuple[float, str]:
+    """The share of requests traced, for one process at this rate, under the sampling in force."""
+    otel = settings.otel
+    if otel.sampler in {"always_off", "parentbased_always_off"}:
+        return 0.0, "OTEL_TRACES_SAMPLER keeps nothing"
+    if otel.sampler in {"traceidratio", "parentbased_traceidratio"}:
+        ratio = float(otel.sampler_arg or 1.0)
+        return ratio, f"OTEL_TRACES_SAMPLER keeps {ratio:.0%}"
+    if otel.sampler or settings.sampling.rule_path is None:
+        return 1.0, "every request is kept"
+    rule = SamplingRule.load(settings.sampling.rule_path)
+    if requests_per_second <= 0:
+        return 1.0, f"rule {rule.name!r}"
+    kept = min(requests_per_second, rule.reservoir_size) + rule.fixed_rate * max(
+        0.0, requests_per_second - rule.reservoir_size
+    )
+    return kept / requests_per_second, f"rule {rule.name!r}: {rule.reservoir_size}/s, then {rule.fixed_rate:.0%}"
+
+
+@dataclass(frozen=True)
+class Line:
+    tool: str
+    monthly: float
+    unit: str
+    free: float
+    exhausted_at_per_day: float | None
+
+    @property
+    def share(self) -> float:
+        return self.monthly / self.free
+
+
+def monthly_volumes(
+    settings: TelemetrySettings, emitted: Emitted, requests_per_day: float, error_rate: float
+) -> tuple[list[Line], str]:
+    """Each tool's monthly volume at this rate, and the daily rate at which its free tier runs out.
+
+    Volumes are what each tool would receive if it is on; X-Ray's scanned traces assume each
+    recorded trace is read once (queries in the console scan more)."""
+
+    def volumes(per_day: float) -> dict[str, float]:
+        month = per_day * DAYS_PER_MONTH
+        kept, _ = kept_fraction(settings, per_day / SECONDS_PER_DAY)
+        traced = month * kept
+        return {
+            "Honeycomb": traced * emitted.spans,
+            "X-Ray (recorded)": traced,
+            "X-Ray (scanned)": traced,
+            "CloudWatch Logs": month * (emitted.log_bytes + error_rate * emitted.error_log_bytes) / GIGABYTE,
+            "Rollbar": month * error_rate,
+        }
+
+    now = volumes(requests_per_day)
+    _, sampling = kept_fraction(settings, requests_per_day / SECONDS_PER_DAY)
+    lines = [
+        Line(tool, now[tool], unit, free, _rate_where(lambda n, tool=tool: volumes(n)[tool], free))
+        for tool, (free, unit) in FREE_TIERS.items()
+    ]
+    return lines, sampling
+
+
+def _rate_where(volume: Callable[[float], float], limit: float) -> float | None:
+    """The requests per day at which `volume` reaches `limit` (it grows with the rate), by bisection."""
+    low, high = 0.0, 1e13
+    if volume(high) < limit:
+        return None
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if volume(middle) < limit else (low, middle)
+    return high
