@@ -18,6 +18,8 @@ from collections.abc import Callable
 from flask import Flask, request
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
@@ -127,49 +129,61 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
         telemetry_settings.sampling.rule_path,
         telemetry_settings.xray.service_name,
     )
-    test_exporter = app.config.get(TEST_SPAN_EXPORTER)
-    otel_on = otel_settings.enabled or (test_exporter is not None and otel_settings.why_off != "OTEL_SDK_DISABLED=true")
-
     telemetry = Telemetry(telemetry_settings, Tracing())
     telemetry.sampling_description = sampling_description
+
+    test_exporter = app.config.get(TEST_SPAN_EXPORTER)
+    otel_on = otel_settings.enabled or (test_exporter is not None and not otel_settings.sdk_disabled)
     if otel_on:
-        telemetry.processor = otel.build_processor(otel_settings, test_exporter)
-        telemetry.provider = otel.build_tracer_provider(
-            otel.build_resource(otel_settings, version, settings.environment), sampler, telemetry.processor
-        )
-        otel.instrument(app, telemetry.provider, otel_settings.excluded_urls)
-        telemetry.tracing.tracer = telemetry.provider.get_tracer("cruddur")
-        telemetry.on_close("OpenTelemetry", lambda _deadline, processor=telemetry.processor: processor.shutdown())
+        _start_otel(app, telemetry, sampler, test_exporter, version, settings.environment)
     RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
-
-    xray_settings = telemetry_settings.xray
-    if xray_settings.enabled:
-        from cruddur.telemetry import xray
-
-        recorder = xray.build_recorder(xray_settings)
-        telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
-        telemetry.tracing.xray = xray.XRaySubsegments(recorder)
-
-    cloudwatch_settings = telemetry_settings.cloudwatch
-    cloudwatch_off = telemetry.cloudwatch_off = cloudwatch.missing_setting(cloudwatch_settings)
-    if cloudwatch_off is None:
-        handler = telemetry.cloudwatch = cloudwatch.BoundedCloudWatchHandler(cloudwatch_settings)
-        logs.add_handler(handler, "cloudwatch")
-
-        def close_cloudwatch(deadline: float) -> None:
-            logs.remove_handler(handler)
-            handler.flush_and_close(deadline)
-
-        telemetry.on_close("CloudWatch Logs", close_cloudwatch)
-
+    if telemetry_settings.xray.enabled:
+        _start_xray(app, telemetry)
+    telemetry.cloudwatch_off = cloudwatch.missing_setting(telemetry_settings.cloudwatch)
+    if telemetry.cloudwatch_off is None:
+        _start_cloudwatch(telemetry)
     if telemetry_settings.rollbar.enabled:
         telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar, settings.user_handle)
         telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
 
-    log.info("telemetry: %s", otel_settings.describe() if not test_exporter else "OpenTelemetry: on, test exporter")
-    log.info("telemetry: %s", xray_settings.describe())
+    log.info("telemetry: %s", "OpenTelemetry: on, test exporter" if test_exporter else otel_settings.describe())
+    log.info("telemetry: %s", telemetry_settings.xray.describe())
     log.info("telemetry: sampling %s", sampling_description)
-    (log.info if cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_settings.describe(cloudwatch_off))
+    cloudwatch_line = telemetry_settings.cloudwatch.describe(telemetry.cloudwatch_off)
+    (log.info if telemetry.cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_line)
     log.info("telemetry: %s", telemetry_settings.rollbar.describe())
     atexit.register(_shutdown_at_exit, weakref.ref(telemetry))
     return telemetry
+
+
+def _start_otel(
+    app: Flask, telemetry: Telemetry, sampler: Sampler, exporter: SpanExporter | None, version: str, environment: str
+) -> None:
+    otel_settings = telemetry.settings.otel
+    processor = telemetry.processor = otel.build_processor(otel_settings, exporter)
+    telemetry.provider = otel.build_tracer_provider(
+        otel.build_resource(otel_settings, version, environment), sampler, processor
+    )
+    otel.instrument(app, telemetry.provider, otel_settings.excluded_urls)
+    telemetry.tracing.tracer = telemetry.provider.get_tracer("cruddur")
+    telemetry.on_close("OpenTelemetry", lambda _deadline: processor.shutdown())
+
+
+def _start_xray(app: Flask, telemetry: Telemetry) -> None:
+    # Imported here: the X-Ray SDK is loaded only by apps that use it (not in CRUDDUR_XRAY_MODE=otel).
+    from cruddur.telemetry import xray
+
+    recorder = xray.build_recorder(telemetry.settings.xray)
+    telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
+    telemetry.tracing.xray = xray.XRaySubsegments(recorder)
+
+
+def _start_cloudwatch(telemetry: Telemetry) -> None:
+    handler = telemetry.cloudwatch = cloudwatch.BoundedCloudWatchHandler(telemetry.settings.cloudwatch)
+    logs.add_handler(handler, "cloudwatch")
+
+    def close(deadline: float) -> None:
+        logs.remove_handler(handler)
+        handler.flush_and_close(deadline)
+
+    telemetry.on_close("CloudWatch Logs", close)

@@ -47,6 +47,7 @@ def resolve_repo_path(raw: str) -> Path:
 @dataclass(frozen=True)
 class OtelSettings:
     enabled: bool
+    sdk_disabled: bool
     service_name: str
     endpoint: str | None
     destination: str
@@ -84,7 +85,13 @@ class OtelSettings:
         }
         if flag(environ, "OTEL_SDK_DISABLED", False):
             return cls(
-                enabled=False, endpoint=None, destination="none", headers={}, why_off="OTEL_SDK_DISABLED=true", **common
+                enabled=False,
+                sdk_disabled=True,
+                endpoint=None,
+                destination="none",
+                headers={},
+                why_off="OTEL_SDK_DISABLED=true",
+                **common,
             )
         headers = parse_headers(
             environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
@@ -102,13 +109,22 @@ class OtelSettings:
         else:
             return cls(
                 enabled=False,
+                sdk_disabled=False,
                 endpoint=None,
                 destination="none",
                 headers={},
                 why_off="set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint",
                 **common,
             )
-        return cls(enabled=True, endpoint=endpoint, destination=destination, headers=headers, why_off=None, **common)
+        return cls(
+            enabled=True,
+            sdk_disabled=False,
+            endpoint=endpoint,
+            destination=destination,
+            headers=headers,
+            why_off=None,
+            **common,
+        )
 
     def describe(self) -> str:
         if not self.enabled:
