@@ -90,6 +90,7 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
         super()._init_state()
         self._group_ready = False
         self._queue_lock = threading.Lock()
+        self._deadline: float | None = None
 
     def _at_fork_reinit(self) -> None:
         """A forked worker gets its own queue, thread and HTTP connections."""
@@ -139,11 +140,24 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
             return False
         return True
 
+    def _within_deadline(self) -> None:
+        """Once a shutdown deadline is set, no flush or close waits past it: `logging.shutdown()`
+        flushes and closes every handler again at exit, maybe while `flush_and_close` still waits."""
+        if self._deadline is not None:
+            self.FLUSH_TIMEOUT = max(0.0, self._deadline - time.monotonic())
+
+    def flush(self) -> None:
+        self._within_deadline()
+        super().flush()
+
+    def close(self) -> None:
+        self._within_deadline()
+        super().close()
+
     def flush_and_close(self, deadline: float) -> None:
-        """Send what is queued, then stop; the caller bounds how long this may take."""
-        self.FLUSH_TIMEOUT = max(0.0, deadline - time.monotonic())
+        """Send what is queued, then stop; no part of it waits past `deadline`."""
+        self._deadline = deadline
         self.flush()
-        self.FLUSH_TIMEOUT = max(0.0, deadline - time.monotonic())
         self.close()
         if self.dropped:
             log.warning("CloudWatch Logs: %d lines were dropped while AWS could not keep up", self.dropped)
