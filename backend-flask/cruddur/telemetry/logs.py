@@ -23,6 +23,13 @@ _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) 
 _TRACE_FIELDS = ("trace_id", "xray_trace_id", "span_id")
 #: Libraries that log a line per HTTP call at INFO; their warnings still come through.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug")
+#: OpenTelemetry's propagators warn once per malformed entry of an incoming trace header, quoting the
+#: caller's text (up to 180 times for one `baggage`): a hostile request must not become hundreds of lines.
+CALLER_INPUT_LOGGERS = (
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.trace.span",
+)
 
 
 class TraceContextFilter(logging.Filter):
@@ -84,6 +91,8 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in CALLER_INPUT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def add_handler(handler: logging.Handler, role: str) -> None:
