@@ -3,6 +3,7 @@
 Command-line flags (`-b`, `-w`) and `GUNICORN_CMD_ARGS` override anything set here.
 """
 
+import gc
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '4567')}"
@@ -34,6 +35,16 @@ def post_fork(server, worker):
     """A preloaded app was built in the master: give this worker its own telemetry threads."""
     if server.cfg.preload_app:
         worker.app.wsgi().extensions["cruddur"].telemetry.after_fork()
+
+
+def post_worker_init(worker):
+    """Move what the app built at start-up out of the garbage collector's way.
+
+    With four tools loaded a worker tracks ~150,000 long-lived objects, and every full collection
+    walked them all, a ~60 ms pause every few hundred requests (the p99 of `make bench`).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server, worker):
