@@ -10,6 +10,8 @@ import boto3
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
+from cruddur.telemetry import cloudwatch
+
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 XRAY_ID = re.compile(r"^1-[0-9a-f]{8}-[0-9a-f]{24}$")
 
@@ -84,7 +86,8 @@ def test_cloudwatch_gets_json_lines_with_trace_ids_in_a_group_with_retention(mak
     assert stream["logStreamName"].endswith(f"/backend-flask/{__import__('os').getpid()}")
 
 
-def test_a_graceful_stop_flushes_the_last_lines_to_cloudwatch(make_app, aws):
+def test_a_graceful_stop_flushes_the_last_lines_to_cloudwatch(make_app, aws, monkeypatch):
+    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL_SECONDS", 60)
     group = f"cruddur-{uuid.uuid4().hex[:8]}"
     app = make_app({"CLOUDWATCH_LOG_GROUP": group})
     client = app.test_client()

@@ -34,7 +34,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cruddur.telemetry.cloudwatch import BoundedCloudWatchHandler
+from cruddur.telemetry.cloudwatch import SEND_INTERVAL_SECONDS, BoundedCloudWatchHandler
 from cruddur.telemetry.settings import CloudWatchSettings
 from tests.support import proc
 from tests.support.failing import CLOUDWATCH_LOGS, MODES, OTLP, ROLLBAR, FailingHttpBackend
@@ -64,8 +64,8 @@ LONG_RSS_LIMIT_KIB = 8 * 1024
 #: second, and one more deadline while the CloudWatch defect below stands.
 SHUTDOWN_TIMEOUT = 1
 STOP_MARGIN = 3.0
-#: CloudWatch sends every 5 s, so its scenarios run long enough for a send to fail under load.
-CLOUDWATCH_SEND_INTERVAL = 5.0
+#: CloudWatch's scenarios run long enough for a send to fail under load.
+CLOUDWATCH_SEND_INTERVAL = float(SEND_INTERVAL_SECONDS)
 
 AWS_CREDENTIALS = {
     "AWS_REGION": "us-east-1",
@@ -408,7 +408,7 @@ def test_no_cloudwatch_flush_outlasts_the_stop_deadline(cleanup, monkeypatch):
     cleanup.callback(fake.close)
     handler.emit(logging.LogRecord("reliability", logging.INFO, __file__, 0, "a line to send", (), None))
     handler.FLUSH_TIMEOUT = 0.1
-    handler.flush()  # starts a send now instead of in 5 s; the sender hangs inside it
+    handler.flush()  # starts a send now instead of at the next interval; the sender hangs inside it
     deadline_in = time.monotonic() + 5
     while not fake.attempts and time.monotonic() < deadline_in:
         time.sleep(0.01)

@@ -9,6 +9,7 @@ memory. Lines are the app's JSON, with the trace ids in them.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,16 +26,19 @@ log = logging.getLogger(__name__)
 
 #: Lines waiting to be sent, per process; beyond this they are dropped and counted.
 MAX_QUEUED_LINES = 10_000
-#: How often queued lines are sent: CloudWatch shows them this much later at most.
-SEND_INTERVAL_SECONDS = 5
+#: How often queued lines are sent: CloudWatch shows them this much later at most. Every second
+#: keeps each send small, so the sending thread never holds the GIL for long.
+SEND_INTERVAL_SECONDS = 1
 STREAM_NAME = "{machine_name}/backend-flask/{process_id}"
 #: The SDK's own loggers: their lines would be sent by the thread that is logging them.
 _OWN_LOGGERS = ("botocore", "boto3", "urllib3", "watchtower", "cruddur.telemetry.cloudwatch")
 
 
-def boto_config() -> botocore.config.Config:
+def boto_config(**extra: Any) -> botocore.config.Config:
     """Fail fast: a sending thread stuck on retries is how a backlog builds up."""
-    return botocore.config.Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    return botocore.config.Config(
+        connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"}, **extra
+    )
 
 
 def missing_setting(settings: CloudWatchSettings) -> str | None:
@@ -82,8 +86,12 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
         self.addFilter(lambda record: not record.name.startswith(_OWN_LOGGERS))
 
     def _client(self) -> Any:
+        """Events are ours and well-formed: botocore's per-event validation is skipped."""
         return boto3.client(
-            "logs", region_name=self.settings.region, endpoint_url=self.settings.endpoint, config=boto_config()
+            "logs",
+            region_name=self.settings.region,
+            endpoint_url=self.settings.endpoint,
+            config=boto_config(parameter_validation=False),
         )
 
     def _init_state(self) -> None:
@@ -91,11 +99,19 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
         self._group_ready = False
         self._queue_lock = threading.Lock()
         self._deadline: float | None = None
+        self._stream_for_pid: tuple[int, str] = (0, "")
 
     def _at_fork_reinit(self) -> None:
         """A forked worker gets its own queue, thread and HTTP connections."""
         super()._at_fork_reinit()
         self.cwl_client = self._client()
+
+    def _get_stream_name(self, message: logging.LogRecord) -> str:
+        """One stream per host and process: formatted once per process, not per line."""
+        pid = os.getpid()
+        if self._stream_for_pid[0] != pid:
+            self._stream_for_pid = (pid, super()._get_stream_name(message))
+        return self._stream_for_pid[1]
 
     @property
     def dropped(self) -> int:
