@@ -21,6 +21,7 @@ from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_mapping
 #: Attributes every LogRecord has; anything else on a record came from `extra=` and is written out.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 _TRACE_FIELDS = ("trace_id", "xray_trace_id", "span_id")
+_PRIVATE_FIELDS = frozenset({"_cruddur_json"})
 #: Libraries that log a line per HTTP call at INFO; their warnings still come through.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug")
 #: OpenTelemetry's propagators warn once per malformed entry of an incoming trace header, quoting the
@@ -54,6 +55,13 @@ class JsonFormatter(logging.Formatter):
     """`{"time", "level", "logger", "message", "trace_id", "xray_trace_id", "span_id", ...extra}`."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON, made once however many handlers (stdout, CloudWatch) write it."""
+        cached = getattr(record, "_cruddur_json", None)
+        if cached is None:
+            cached = record._cruddur_json = self._format(record)  # type: ignore[attr-defined]
+        return cached
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -64,7 +72,7 @@ class JsonFormatter(logging.Formatter):
             if (value := getattr(record, name, None)) is not None:
                 entry[name] = value
         for name, value in vars(record).items():
-            if name in _RECORD_FIELDS or name in _TRACE_FIELDS or name in entry:
+            if name in _RECORD_FIELDS or name in _TRACE_FIELDS or name in _PRIVATE_FIELDS or name in entry:
                 continue
             entry[name] = REDACTED if is_sensitive(name) else scrub_mapping(value) if isinstance(value, dict) else value
         if record.exc_info:

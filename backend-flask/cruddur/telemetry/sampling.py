@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +37,7 @@ from opentelemetry.util.types import Attributes
 from cruddur.config import ConfigError
 
 
+@lru_cache(maxsize=64)
 def _wildcard(pattern: str) -> re.Pattern[str]:
     """X-Ray's matching: `*` any run of characters, `?` one character, case-insensitive."""
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.IGNORECASE)

@@ -89,9 +89,11 @@ class Tracing:
         expected: tuple[type[BaseException], ...] = (),
         kind: SpanKind = SpanKind.INTERNAL,
         sql: Mapping[str, str] | None = None,
+        leaf: bool = False,
     ) -> Iterator[WorkSpan]:
         """A unit of work. Exceptions in `expected` (a client's mistake) leave the status unset;
-        any other marks the span ERROR with the exception recorded, and is re-raised."""
+        any other marks the span ERROR with the exception recorded, and is re-raised. A `leaf`
+        span (one that never has children, such as a query) is not made the current span."""
         ids = current_ids()
         if ids is None or not ids.sampled or (self.tracer is None and self.xray is None):
             yield _NO_SPAN
@@ -102,9 +104,14 @@ class Tracing:
             with self._subsegment(name, None, sql, attributes, expected) as work:
                 yield work
             return
-        with self.tracer.start_as_current_span(
-            name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
-        ) as otel_span:
+        started = (
+            _ending(self.tracer.start_span(name, kind=kind, attributes=attributes))
+            if leaf
+            else self.tracer.start_as_current_span(
+                name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+            )
+        )
+        with started as otel_span:
             span_id = otel_span.get_span_context().span_id if otel_span.is_recording() else None
             with self._subsegment(name, span_id, sql, attributes, expected, otel_span) as work:
                 yield work
@@ -121,6 +128,7 @@ class Tracing:
                 "db.statement": statement,
             },
             sql={"database_type": "sqlite", "url": database, "sanitized_query": statement},
+            leaf=True,
         )
 
     @contextmanager
@@ -151,6 +159,15 @@ class Tracing:
         finally:
             if subsegment is not None:
                 self.xray.end_subsegment(subsegment)
+
+
+@contextmanager
+def _ending(span: Span) -> Iterator[Span]:
+    """Ends a span that was never made current."""
+    try:
+        yield span
+    finally:
+        span.end()
 
 
 _NO_SPAN = WorkSpan(None, None)

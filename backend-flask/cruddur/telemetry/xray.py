@@ -11,12 +11,14 @@ and its sampling decision from `TraceIds`, which come from the OpenTelemetry ser
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Mapping
 
 from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
 from aws_xray_sdk.core.models import http
+from aws_xray_sdk.core.models.entity import Entity
 from aws_xray_sdk.core.models.trace_header import TraceHeader
 from aws_xray_sdk.core.recorder import AWSXRayRecorder
 from aws_xray_sdk.core.utils import stacktrace
@@ -61,8 +63,18 @@ class QuietUDPEmitter(UDPEmitter):
             )
 
 
+def _random_entity_id(_entity: Entity) -> str:
+    return format(random.getrandbits(64), "016x")
+
+
 def build_recorder(settings: XRaySettings) -> AWSXRayRecorder:
-    """A recorder for this app: our own instance, so tests and apps never share configuration."""
+    """A recorder for this app: our own instance, so tests and apps never share configuration.
+
+    The SDK draws every entity id from `os.urandom`, a system call that lets a busy export thread
+    take the GIL mid-request; the ids of a request's entities are the OTEL spans' anyway, so the
+    placeholder is drawn from `random` instead (process-wide: it is the SDK's one id generator).
+    """
+    Entity._generate_random_id = _random_entity_id
     recorder = AWSXRayRecorder()
     recorder.configure(
         service=settings.service_name,
@@ -126,7 +138,7 @@ class LinkedXRayMiddleware(XRayMiddleware):
         )
         if not ids.sampled:
             return
-        segment.put_http_meta(http.URL, request.base_url)
+        segment.put_http_meta(http.URL, f"{request.scheme}://{request.host}{request.path}")
         segment.put_http_meta(http.METHOD, request.method)
         segment.put_http_meta(http.USER_AGENT, request.headers.get("User-Agent"))
         forwarded_for = request.headers.get("X-Forwarded-For")
