@@ -62,11 +62,11 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_group ON messages (message_group_uuid, created_at);
 """
 
-ACTIVITY_COLUMNS = """
-    a.uuid, a.handle, u.display_name, a.message, a.created_at, a.expires_at, a.likes_count,
-    a.reposts_count, a.reply_to_activity_uuid,
-    (SELECT COUNT(*) FROM activities r WHERE r.reply_to_activity_uuid = a.uuid) AS replies_count
-"""
+ACTIVITY_COLUMNS = (
+    "a.uuid, a.handle, u.display_name, a.message, a.created_at, a.expires_at, a.likes_count, a.reposts_count, "
+    "a.reply_to_activity_uuid, "
+    "(SELECT COUNT(*) FROM activities c WHERE c.reply_to_activity_uuid = a.uuid) AS replies_count"
+)
 FROM_ACTIVITIES = "FROM activities a JOIN users u ON u.handle = a.handle"
 NEWEST_FIRST = "ORDER BY a.created_at DESC, a.rowid DESC LIMIT ?"
 
@@ -156,24 +156,23 @@ class SQLiteStore:
             connection.execute(sql, params)
 
     def _with_replies(self, activities: list[Activity], now: datetime) -> list[Activity]:
-        """Fill each activity's `replies`, level by level, one query per level, `REPLY_DEPTH` levels at most."""
-        level = {item["uuid"]: item for item in activities}
-        for _depth in range(REPLY_DEPTH):
-            if not level:
-                break
-            marks = ",".join("?" * len(level))
-            rows = self._select(
-                f"SELECT {ACTIVITY_COLUMNS} {FROM_ACTIVITIES} "
-                f"WHERE a.reply_to_activity_uuid IN ({marks}) AND a.expires_at > ? "
-                "ORDER BY a.created_at, a.rowid",
-                [*level, to_iso(now)],
-            )
-            next_level: dict[str, Activity] = {}
-            for row in rows:
-                reply = _activity(row)
-                level[reply["reply_to_activity_uuid"]]["replies"].append(reply)
-                next_level[reply["uuid"]] = reply
-            level = next_level
+        """Fill each activity's `replies`, `REPLY_DEPTH` levels deep at most, in one recursive query."""
+        if not activities:
+            return activities
+        marks = ",".join("?" * len(activities))
+        rows = self._select(
+            "WITH RECURSIVE thread (uuid, depth) AS ("  # noqa: S608 - interpolates placeholders and constants only
+            f"SELECT uuid, 1 FROM activities WHERE reply_to_activity_uuid IN ({marks}) AND expires_at > ? "
+            "UNION ALL SELECT r.uuid, t.depth + 1 FROM activities r JOIN thread t ON r.reply_to_activity_uuid = t.uuid "
+            "WHERE t.depth < ? AND r.expires_at > ?) "
+            f"SELECT {ACTIVITY_COLUMNS} FROM thread t JOIN activities a ON a.uuid = t.uuid "
+            "JOIN users u ON u.handle = a.handle ORDER BY t.depth, a.created_at, a.rowid",
+            [*(item["uuid"] for item in activities), to_iso(now), REPLY_DEPTH, to_iso(now)],
+        )
+        by_uuid = {item["uuid"]: item for item in activities}
+        for row in rows:
+            reply = by_uuid[row["uuid"]] = _activity(row)
+            by_uuid[reply["reply_to_activity_uuid"]]["replies"].append(reply)
         return activities
 
     def _feed(self, where: str, params: Sequence[object], now: datetime) -> list[Activity]:
