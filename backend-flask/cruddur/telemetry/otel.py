@@ -30,15 +30,28 @@ from cruddur.telemetry.settings import OtelSettings
 PROPAGATOR = CompositePropagator([AwsXRayPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
 
+class HashOnceResource(Resource):
+    """A Resource that computes its hash once. The OTLP encoder hashes the resource of every span it
+    exports, and `Resource.__hash__` serialises all its attributes to JSON each time."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
 def build_resource(settings: OtelSettings, version: str, environment: str) -> Resource:
     """`service.*` and `deployment.environment`, merged with `OTEL_RESOURCE_ATTRIBUTES`."""
-    return Resource.create(
+    merged = Resource.create(
         {
             "service.name": settings.service_name,
             "service.version": version,
             "deployment.environment": environment,
         }
     )
+    return HashOnceResource(merged.attributes, merged.schema_url)
 
 
 #: Spans per export unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise. The SDK's 512 makes the

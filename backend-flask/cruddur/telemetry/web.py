@@ -60,9 +60,15 @@ class RequestTelemetry:
         app.teardown_request(self._finish)
 
     def _begin(self) -> None:
-        if self._excluded.url_disabled(request.url):
+        if self._otel_on:
+            # OpenTelemetry applied the same exclusions: no server span means an excluded request.
+            ids = ids_from_otel_span()
+            if ids is None:
+                return
+        elif self._excluded.url_disabled(request.url):
             return
-        ids = (ids_from_otel_span() if self._otel_on else None) or self._ids_without_otel()
+        else:
+            ids = self._ids_without_otel()
         request.environ[_STATE_KEY] = _RequestState(ids, set_current_ids(ids))
 
     def _ids_without_otel(self) -> TraceIds:
