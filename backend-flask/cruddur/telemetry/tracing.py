@@ -117,14 +117,14 @@ class Tracing:
                 yield work
 
     def query(self, operation: str, statement: str, database: str) -> AbstractContextManager[WorkSpan]:
-        """A database call: an OTEL client span with `db.*` attributes and an X-Ray SQL subsegment."""
+        """A database call: an OTEL client span named `{operation} {database}`, with `db.*` attributes,
+        and an X-Ray SQL subsegment."""
         return self.span(
             f"{operation} {database}",
             kind=SpanKind.CLIENT,
             attributes={
                 "db.system": "sqlite",
                 "db.name": database,
-                "db.operation": operation,
                 "db.statement": statement,
             },
             sql={"database_type": "sqlite", "url": database, "sanitized_query": statement},
