@@ -37,18 +37,25 @@ def flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
-def positive_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
-    """Read a whole number greater than zero, or the default when the variable is unset."""
+def positive_number(
+    environ: Mapping[str, str], name: str, default: float | None, parse: type[int] | type[float] = float
+) -> float | None:
+    """Read a number greater than zero (`parse=int` for a whole one), or the default when unset."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        raise ConfigError(f"{name}={raw!r} is not a {'whole number' if parse is int else 'number'}") from None
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be greater than zero")
     return value
+
+
+def positive_int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """Read a whole number greater than zero, or the default when the variable is unset."""
+    return positive_number(environ, name, default, int)
 
 
 def sqlite_path(database_url: str | None, instance_path: str) -> Path:
@@ -88,8 +95,7 @@ class Settings:
             frontend_url=environ.get("FRONTEND_URL") or DEFAULT_FRONTEND_URL,
             backend_url=environ.get("BACKEND_URL") or DEFAULT_BACKEND_URL,
             environment=environ.get("CRUDDUR_ENVIRONMENT") or "development",
-            max_body_bytes=positive_int(environ, "CRUDDUR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
-            or DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes=positive_int(environ, "CRUDDUR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         )
 
     @property

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
-from cruddur.config import ConfigError, flag, positive_int
+from cruddur.config import ConfigError, flag, positive_int, positive_number
 
 DEFAULT_SERVICE_NAME = "backend-flask"
 HONEYCOMB_DEFAULT_ENDPOINT = "https://api.honeycomb.io"
@@ -74,25 +75,21 @@ class OtelSettings:
             )
             if (value := positive_int(environ, name, None)) is not None
         }
-        timeout = environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or environ.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+        timeout_name = (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+            if environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            else "OTEL_EXPORTER_OTLP_TIMEOUT"
+        )
         common = {
             "service_name": service_name,
             "excluded_urls": excluded,
             "sampler": (environ.get("OTEL_TRACES_SAMPLER") or "").strip().lower() or None,
             "sampler_arg": environ.get("OTEL_TRACES_SAMPLER_ARG") or None,
             "bsp": bsp,
-            "timeout_seconds": _seconds(timeout, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+            "timeout_seconds": positive_number(environ, timeout_name, None),
         }
         if flag(environ, "OTEL_SDK_DISABLED", False):
-            return cls(
-                enabled=False,
-                sdk_disabled=True,
-                endpoint=None,
-                destination="none",
-                headers={},
-                why_off="OTEL_SDK_DISABLED=true",
-                **common,
-            )
+            return cls.off("OTEL_SDK_DISABLED=true", sdk_disabled=True, **common)
         headers = parse_headers(
             environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
         )
@@ -107,13 +104,9 @@ class OtelSettings:
             if dataset := environ.get("HONEYCOMB_DATASET"):
                 headers["x-honeycomb-dataset"] = dataset
         else:
-            return cls(
-                enabled=False,
+            return cls.off(
+                "set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint",
                 sdk_disabled=False,
-                endpoint=None,
-                destination="none",
-                headers={},
-                why_off="set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint",
                 **common,
             )
         return cls(
@@ -123,6 +116,18 @@ class OtelSettings:
             destination=destination,
             headers=headers,
             why_off=None,
+            **common,
+        )
+
+    @classmethod
+    def off(cls, why_off: str, sdk_disabled: bool, **common: Any) -> OtelSettings:
+        return cls(
+            enabled=False,
+            sdk_disabled=sdk_disabled,
+            endpoint=None,
+            destination="none",
+            headers={},
+            why_off=why_off,
             **common,
         )
 
@@ -251,18 +256,6 @@ class RollbarSettings:
         )
 
 
-def _seconds(raw: str | None, name: str) -> float | None:
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than zero")
-    return value
-
-
 @dataclass(frozen=True)
 class TelemetrySettings:
     otel: OtelSettings
@@ -281,6 +274,5 @@ class TelemetrySettings:
             sampling=SamplingSettings.from_environ(environ),
             cloudwatch=CloudWatchSettings.from_environ(environ),
             rollbar=RollbarSettings.from_environ(environ, environment, version),
-            shutdown_timeout_seconds=_seconds(environ.get("CRUDDUR_SHUTDOWN_TIMEOUT"), "CRUDDUR_SHUTDOWN_TIMEOUT")
-            or 10.0,
+            shutdown_timeout_seconds=positive_number(environ, "CRUDDUR_SHUTDOWN_TIMEOUT", 10.0),
         )
