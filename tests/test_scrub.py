@@ -32,8 +32,6 @@ def test_the_scrub_list_names():
 
 def test_urls_lose_sensitive_parameters_and_credentials():
     assert scrub_url("https://user:pw@example.test/a?term=fun&token=abc") == (
-        "https://[REDACTED]@example.test/a?term=fun&token=%5BREDACTED%5D"
-    ) or scrub_url("https://user:pw@example.test/a?term=fun&token=abc") == (
         "https://[REDACTED]@example.test/a?term=fun&token=[REDACTED]"
     )
     assert scrub_url("/api/activities/search?term=fun") == "/api/activities/search?term=fun"

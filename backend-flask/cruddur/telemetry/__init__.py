@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from flask import Flask, request
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Status, StatusCode
@@ -44,7 +44,6 @@ class Telemetry:
     def __init__(self, settings: TelemetrySettings, tracing: Tracing) -> None:
         self.settings = settings
         self.tracing = tracing
-        self.provider: TracerProvider | None = None
         self.processor: SpanProcessor | None = None
         self.xray_middleware = None
         self.cloudwatch = None
@@ -161,11 +160,9 @@ def _start_otel(
 ) -> None:
     otel_settings = telemetry.settings.otel
     processor = telemetry.processor = otel.build_processor(otel_settings, exporter)
-    telemetry.provider = otel.build_tracer_provider(
-        otel.build_resource(otel_settings, version, environment), sampler, processor
-    )
-    otel.instrument(app, telemetry.provider, otel_settings.excluded_urls)
-    telemetry.tracing.tracer = telemetry.provider.get_tracer("cruddur")
+    provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processor)
+    otel.instrument(app, provider, otel_settings.excluded_urls)
+    telemetry.tracing.tracer = provider.get_tracer("cruddur")
     telemetry.on_close("OpenTelemetry", lambda _deadline: processor.shutdown())
 
 
