@@ -62,6 +62,7 @@ BACKEND_ENVIRONMENT = (
     "AWS_SESSION_TOKEN",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+    "AWS_EC2_METADATA_DISABLED",
     "CLOUDWATCH_LOG_GROUP",
     "CLOUDWATCH_LOG_RETENTION_DAYS",
     "ROLLBAR_ACCESS_TOKEN",
@@ -85,7 +86,6 @@ BACKEND_DEFAULTS = {
     "BACKEND_URL": "http://localhost:4567",
     "OTEL_SERVICE_NAME": "backend-flask",
     "CLOUDWATCH_LOG_GROUP": "cruddur",
-    "AWS_XRAY_URL": "*4567*",
 }
 
 #: Variables compose sets to a fixed value rather than taking them from the host.
@@ -504,3 +504,25 @@ def test_gitpod_opens_4567_and_runs_make():
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^install:", makefile, re.MULTILINE)
     assert re.search(r"^run:", makefile, re.MULTILINE)
+
+
+def compose_backend_environment() -> dict[str, str]:
+    """The backend's environment under `docker compose up` from a shell that sets none of it."""
+    resolved = {}
+    for name, value in environment_of("backend-flask").items():
+        if name in BACKEND_FIXED:
+            resolved[name] = value
+        elif (default := host_default(value, name)) is not None:
+            resolved[name] = default
+    return resolved
+
+
+def test_under_compose_segments_are_named_backend_flask_whatever_the_host_header(make_app, xray_daemon):
+    """A Host-derived name (`AWS_XRAY_URL`) would let any client add nodes to the service map."""
+    environment = compose_backend_environment()
+    environment.pop("DATABASE_URL")  # the container's path; the test's own database instead
+    app = make_app({**environment, "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address})
+    client = app.test_client()
+    for host in ("localhost:4567", "made-up-node.example:4567", "backend.example.com"):
+        assert client.get("/api/activities/home", headers={"Host": host}).status_code == 200
+    assert {segment["name"] for segment in xray_daemon.wait_for_segments(3)} == {"backend-flask"}
