@@ -34,6 +34,8 @@ class FakeXRayDaemon:
         self.address = f"127.0.0.1:{port}"
         self.documents: list[dict] = []
         self.malformed: list[bytes] = []
+        #: The size in bytes of every datagram received, in order.
+        self.sizes: list[int] = []
         self._running = True
         self._thread = threading.Thread(target=self._receive, daemon=True)
         self._thread.start()
@@ -65,6 +67,7 @@ class FakeXRayDaemon:
                 data, _ = self.socket.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue
+            self.sizes.append(len(data))
             header, _, body = data.decode("utf-8").partition("\n")
             try:
                 assert json.loads(header) == PROTOCOL_HEADER

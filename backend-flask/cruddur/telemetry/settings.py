@@ -139,6 +139,40 @@ class OtelSettings:
         return f"OpenTelemetry: on, OTLP/HTTP to {self.endpoint} via {self.destination}{key}"
 
 
+#: Files that say "this is an EC2 instance" without a call to the instance metadata service: the
+#: DMI system vendor of Nitro instances and the hypervisor UUID of Xen ones (world-readable, also
+#: from inside a container), with the text each starts with there.
+EC2_MARKERS: tuple[tuple[Path, str], ...] = (
+    (Path("/sys/devices/virtual/dmi/id/sys_vendor"), "Amazon EC2"),
+    (Path("/sys/hypervisor/uuid"), "ec2"),
+)
+
+
+def _starts_with(path: Path, prefix: str) -> bool:
+    try:
+        return path.read_text(encoding="ascii", errors="replace").startswith(prefix)
+    except OSError:
+        return False
+
+
+def platform_plugins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The X-Ray SDK plugins for where this runs, decided from local facts only.
+
+    ECS sets `ECS_CONTAINER_METADATA_URI_V4` in every task (Fargate too); the SDK's ECS plugin reads
+    only the host name. EC2 is told by its DMI vendor or hypervisor UUID; only then is the EC2
+    plugin used, which asks the instance metadata service (two calls of up to a second each, at
+    start-up), unless `AWS_EC2_METADATA_DISABLED=true` forbids that call as it does for boto3.
+    Anywhere else: no plugin, no network call.
+    """
+    if environ.get("ECS_CONTAINER_METADATA_URI_V4") or environ.get("ECS_CONTAINER_METADATA_URI"):
+        return ("ECSPlugin",)
+    if environ.get("AWS_EC2_METADATA_DISABLED", "").strip().lower() == "true":
+        return ()
+    if any(_starts_with(path, prefix) for path, prefix in EC2_MARKERS):
+        return ("EC2Plugin",)
+    return ()
+
+
 @dataclass(frozen=True)
 class XRaySettings:
     enabled: bool
@@ -147,6 +181,7 @@ class XRaySettings:
     service_name: str
     dynamic_naming: str | None
     why_off: str | None
+    plugins: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], otel_service_name: str) -> XRaySettings:
@@ -168,13 +203,18 @@ class XRaySettings:
             service_name=environ.get("AWS_XRAY_TRACING_NAME") or otel_service_name,
             dynamic_naming=environ.get("AWS_XRAY_URL") or None,
             why_off=why_off,
+            plugins=platform_plugins(environ) if why_off is None else (),
         )
 
     def describe(self) -> str:
         if not self.enabled:
             return f"AWS X-Ray: off ({self.why_off})"
         naming = f", segment names from hosts matching {self.dynamic_naming!r}" if self.dynamic_naming else ""
-        return f"AWS X-Ray: on, segments for {self.service_name!r} to the daemon at {self.daemon_address}{naming}"
+        platform = f", platform metadata from {', '.join(self.plugins)}" if self.plugins else ""
+        return (
+            f"AWS X-Ray: on, segments for {self.service_name!r} to the daemon at {self.daemon_address}"
+            f"{naming}{platform}"
+        )
 
 
 @dataclass(frozen=True)

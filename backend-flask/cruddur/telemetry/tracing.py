@@ -90,10 +90,12 @@ class Tracing:
         kind: SpanKind = SpanKind.INTERNAL,
         sql: Mapping[str, str] | None = None,
         leaf: bool = False,
+        xray_name: str | None = None,
     ) -> Iterator[WorkSpan]:
         """A unit of work. Exceptions in `expected` (a client's mistake) leave the status unset;
         any other marks the span ERROR with the exception recorded, and is re-raised. A `leaf`
-        span (one that never has children, such as a query) is not made the current span."""
+        span (one that never has children, such as a query) is not made the current span.
+        `xray_name` names the X-Ray subsegment when it must differ from the span's name."""
         ids = current_ids()
         if ids is None or not ids.sampled or (self.tracer is None and self.xray is None):
             yield _NO_SPAN
@@ -101,7 +103,7 @@ class Tracing:
         if attributes:
             attributes = {key: REDACTED if is_sensitive(key) else value for key, value in attributes.items()}
         if self.tracer is None:
-            with self._subsegment(name, None, sql, attributes, expected) as work:
+            with self._subsegment(xray_name or name, None, sql, attributes, expected) as work:
                 yield work
             return
         started = (
@@ -113,12 +115,14 @@ class Tracing:
         )
         with started as otel_span:
             span_id = otel_span.get_span_context().span_id if otel_span.is_recording() else None
-            with self._subsegment(name, span_id, sql, attributes, expected, otel_span) as work:
+            with self._subsegment(xray_name or name, span_id, sql, attributes, expected, otel_span) as work:
                 yield work
 
     def query(self, operation: str, statement: str, database: str) -> AbstractContextManager[WorkSpan]:
         """A database call: an OTEL client span named `{operation} {database}`, with `db.*` attributes,
-        and an X-Ray SQL subsegment."""
+        and an X-Ray SQL subsegment named after the database alone, as the SDK's database patches
+        and the collector's `awsxray` exporter name it: the service map draws one node per
+        subsegment name, so one database is one node whatever the statement."""
         return self.span(
             f"{operation} {database}",
             kind=SpanKind.CLIENT,
@@ -129,6 +133,7 @@ class Tracing:
             },
             sql={"database_type": "sqlite", "url": database, "sanitized_query": statement},
             leaf=True,
+            xray_name=database,
         )
 
     @contextmanager

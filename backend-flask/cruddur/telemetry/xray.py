@@ -10,6 +10,8 @@ and its sampling decision from `TraceIds`, which come from the OpenTelemetry ser
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import random
 import threading
@@ -31,36 +33,106 @@ from cruddur.telemetry.settings import XRaySettings
 
 log = logging.getLogger(__name__)
 
-#: At most one warning this often while the daemon cannot be reached.
+#: At most one warning of each kind this often while segments cannot be sent.
 SEND_FAILURE_WARNING_INTERVAL_SECONDS = 60.0
+#: The largest UDP payload over IPv4 (65,535 bytes less the IP and UDP headers). A larger datagram
+#: is refused whole (`Message too long`), and the X-Ray daemon reads at most 64 KB per datagram.
+MAX_DATAGRAM_BYTES = 65_507
+PROTOCOL_HEADER = '{"format":"json","version":1}\n'
+#: Characters of SQL a subsegment's `sanitized_query` keeps; the OTEL span keeps the statement whole.
+MAX_SANITIZED_QUERY_CHARS = 2048
+TRUNCATED = "…"
+
+
+def split_document(document: dict, budget: int) -> list[tuple[str, str]]:
+    """(name, JSON) documents of at most `budget` bytes that together hold `document` and its subtree.
+
+    The SDK streams subsegments out by count only; a segment over the UDP limit is lost whole. As the
+    Java SDK's emitter does, such a document keeps as many of its subsegments inline as fit and each
+    other one becomes its own subsegment document (`type`, `parent_id` and `trace_id` are already on
+    it), recursively. A document still over `budget` with no subsegment left is returned as it is,
+    for the caller to report. JSON from `json.dumps` is ASCII, so its length is its size in bytes.
+    """
+    children = document.pop("subsegments", None) or []
+    text = json.dumps(document, default=str)
+    documents: list[tuple[str, str]] = []
+    kept: list[str] = []
+    size = len(text) + len(',"subsegments":[]')
+    for child in children:
+        child_text = json.dumps(child, default=str)
+        if size + len(child_text) + 1 <= budget:
+            kept.append(child_text)
+            size += len(child_text) + 1
+        elif len(child_text) <= budget:
+            documents.append((child.get("name", ""), child_text))
+        else:
+            documents.extend(split_document(child, budget))
+    if kept:
+        text = f'{text[:-1]},"subsegments":[{",".join(kept)}]}}'
+    documents.append((document.get("name", ""), text))
+    return documents
 
 
 class QuietUDPEmitter(UDPEmitter):
-    """The SDK's non-blocking UDP emitter, minus a traceback per request while the daemon is down."""
+    """The SDK's non-blocking UDP emitter, minus a traceback per request while the daemon is down,
+    and with documents over the datagram limit split by size rather than lost."""
 
     def __init__(self, daemon_address: str) -> None:
         super().__init__(daemon_address)
         self.failures = 0
-        self._last_warning = float("-inf")
+        self._last_warning: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def send_entity(self, entity: object) -> None:
-        try:
-            self._send_data(f'{{"format":"json","version":1}}\n{entity.serialize()}')
-        except OSError as error:
-            with self._lock:
-                self.failures += 1
-                now = time.monotonic()
-                if now - self._last_warning < SEND_FAILURE_WARNING_INTERVAL_SECONDS:
-                    return
-                self._last_warning = now
-            log.warning(
-                "X-Ray daemon at %s:%s is not taking segments (%s); %d dropped so far",
-                self.ip,
-                self.port,
-                error,
-                self.failures,
+    def send_entity(self, entity: Entity) -> None:
+        document = entity.serialize()
+        if len(PROTOCOL_HEADER) + len(document) <= MAX_DATAGRAM_BYTES:
+            self._send(entity.name, document)
+            return
+        for name, part in split_document(entity.to_dict(), MAX_DATAGRAM_BYTES - len(PROTOCOL_HEADER)):
+            self._send(name, part)
+
+    def _send(self, name: str, document: str) -> None:
+        size = len(PROTOCOL_HEADER) + len(document)
+        if size > MAX_DATAGRAM_BYTES:
+            self._dropped(
+                "oversize",
+                "X-Ray: the %d-byte document of %r is over the %d-byte UDP datagram limit even on its own; "
+                "dropped (%d dropped so far)",
+                size,
+                name,
+                MAX_DATAGRAM_BYTES,
             )
+            return
+        try:
+            self._send_data(PROTOCOL_HEADER + document)
+        except OSError as error:
+            if error.errno == errno.EMSGSIZE:
+                self._dropped(
+                    "oversize",
+                    "X-Ray: this system refused the %d-byte datagram of %r as too long (%s); "
+                    "dropped (%d dropped so far)",
+                    size,
+                    name,
+                    error,
+                )
+            else:
+                self._dropped(
+                    "unreachable",
+                    "X-Ray daemon at %s:%s is not taking segments (%s); %d dropped so far",
+                    self.ip,
+                    self.port,
+                    error,
+                )
+
+    def _dropped(self, kind: str, message: str, *args: object) -> None:
+        with self._lock:
+            self.failures += 1
+            failures = self.failures
+            now = time.monotonic()
+            if now - self._last_warning.get(kind, float("-inf")) < SEND_FAILURE_WARNING_INTERVAL_SECONDS:
+                return
+            self._last_warning[kind] = now
+        log.warning(message, *args, failures)
 
 
 def _random_entity_id(_entity: Entity) -> str:
@@ -83,7 +155,7 @@ def build_recorder(settings: XRaySettings) -> AWSXRayRecorder:
         daemon_address=settings.daemon_address,
         emitter=QuietUDPEmitter(settings.daemon_address),
         dynamic_naming=settings.dynamic_naming,
-        plugins=(),
+        plugins=settings.plugins,
     )
     return recorder
 
@@ -101,7 +173,11 @@ class XRaySubsegments:
         if span_id:
             subsegment.id = format(span_id, "016x")
         if sql:
-            subsegment.set_sql(dict(sql))
+            sql = dict(sql)
+            query = sql.get("sanitized_query")
+            if query and len(query) > MAX_SANITIZED_QUERY_CHARS:
+                sql["sanitized_query"] = query[:MAX_SANITIZED_QUERY_CHARS] + TRUNCATED
+            subsegment.set_sql(sql)
         return subsegment
 
     def end_subsegment(self, subsegment: object) -> None:
