@@ -23,7 +23,7 @@ from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from cruddur.telemetry.scrub import scrub_query, scrub_url
-from cruddur.telemetry.settings import OtelSettings
+from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
 
 #: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
 #: caller's trace; outgoing `requests` calls carry both, and baggage.
@@ -43,12 +43,16 @@ class HashOnceResource(Resource):
 
 
 def build_resource(settings: OtelSettings, version: str, environment: str) -> Resource:
-    """`service.*` and `deployment.environment`, merged with `OTEL_RESOURCE_ATTRIBUTES`."""
+    """`service.*` and the deployment environment (under its current name and the old one), under
+    `OTEL_RESOURCE_ATTRIBUTES`, as the specification orders them: the user's attributes win over
+    the code's defaults, and `OTEL_SERVICE_NAME` wins over both (`settings.service_name`)."""
     merged = Resource.create(
         {
-            "service.name": settings.service_name,
             "service.version": version,
+            "deployment.environment.name": environment,
             "deployment.environment": environment,
+            **settings.resource_attributes,
+            "service.name": settings.service_name,
         }
     )
     return HashOnceResource(merged.attributes, merged.schema_url)
@@ -67,7 +71,9 @@ def build_processor(settings: OtelSettings, exporter: SpanExporter | None) -> Sp
     otlp = OTLPSpanExporter(
         endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds
     )
-    return BatchSpanProcessor(otlp, **{"max_export_batch_size": EXPORT_BATCH_SIZE, **settings.bsp})
+    # Our smaller default batch must still fit a smaller queue (the SDK refuses batch > queue).
+    queue = settings.bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
+    return BatchSpanProcessor(otlp, **{"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp})
 
 
 def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanProcessor) -> TracerProvider:

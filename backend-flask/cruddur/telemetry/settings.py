@@ -16,6 +16,8 @@ from cruddur.config import ConfigError, flag, positive_int, positive_number
 
 DEFAULT_SERVICE_NAME = "backend-flask"
 HONEYCOMB_DEFAULT_ENDPOINT = "https://api.honeycomb.io"
+#: `OTEL_BSP_MAX_QUEUE_SIZE` when unset (the specification's default, which the SDK follows).
+BSP_DEFAULT_MAX_QUEUE_SIZE = 2048
 TRACES_PATH = "v1/traces"
 #: Never traced, logged or sampled: the load balancer's and the container's health checks.
 ALWAYS_EXCLUDED_URLS = "/api/health"
@@ -39,6 +41,17 @@ def parse_headers(raw: str) -> dict[str, str]:
     return headers
 
 
+def parse_resource_attributes(raw: str) -> dict[str, str]:
+    """`OTEL_RESOURCE_ATTRIBUTES` syntax, as the SDK's own detector reads it: comma-separated
+    `key=value`, values URL-encoded, keys kept as written."""
+    attributes: dict[str, str] = {}
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = unquote(value.strip())
+    return attributes
+
+
 def resolve_repo_path(raw: str) -> Path:
     """Relative paths resolve against the repository root, so `aws/json/xray.json` works anywhere."""
     path = Path(raw)
@@ -58,6 +71,7 @@ class OtelSettings:
     sampler: str | None
     sampler_arg: str | None
     bsp: Mapping[str, int]
+    resource_attributes: Mapping[str, str]
     why_off: str | None
 
     @classmethod
@@ -75,6 +89,15 @@ class OtelSettings:
             )
             if (value := positive_int(environ, name, None)) is not None
         }
+        queue = bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
+        if bsp.get("max_export_batch_size", 0) > queue:
+            raise ConfigError(
+                f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={bsp['max_export_batch_size']} must not exceed "
+                f"OTEL_BSP_MAX_QUEUE_SIZE ({queue})"
+            )
+        resource_attributes = parse_resource_attributes(environ.get("OTEL_RESOURCE_ATTRIBUTES") or "")
+        if not environ.get("OTEL_SERVICE_NAME") and resource_attributes.get("service.name"):
+            service_name = resource_attributes["service.name"]
         timeout_name = (
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
             if environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
@@ -86,6 +109,7 @@ class OtelSettings:
             "sampler": (environ.get("OTEL_TRACES_SAMPLER") or "").strip().lower() or None,
             "sampler_arg": environ.get("OTEL_TRACES_SAMPLER_ARG") or None,
             "bsp": bsp,
+            "resource_attributes": resource_attributes,
             "timeout_seconds": positive_number(environ, timeout_name, None),
         }
         if flag(environ, "OTEL_SDK_DISABLED", False):
