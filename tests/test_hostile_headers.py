@@ -1,5 +1,6 @@
 """Hostile trace headers: a malformed, oversized or hostile `traceparent`, `tracestate`, `baggage` or
-`X-Amzn-Trace-Id` is ignored safely.
+`X-Amzn-Trace-Id` is ignored safely (a valid X-Ray `Root` beside hostile fields is still kept, as the
+X-Ray SDK keeps it; see tests/test_continuation.py).
 
 The request succeeds; it gets a fresh trace id in X-Ray format (the epoch second, then 24 random hex
 digits) in its response header, on its server span and on its X-Ray segment; nothing of the header
@@ -61,14 +62,7 @@ NEW_TRACE_CASES = [
     ("traceparent-latin1", {"traceparent": "00-" + "\xe9" * 32 + "-" + "\xff" * 16 + "-01"}, ["\xe9\xe9", "\xff\xff"]),
     ("xray-root-zzzz", {"x-amzn-trace-id": "Root=1-zzzz"}, ["zzzz"]),
     ("xray-root-not-hex", {"x-amzn-trace-id": "Root=1-zzzzzzzz-zzzzzzzzzzzzzzzzzzzzzzzz;Sampled=1"}, ["zzzzzzzz"]),
-    ("xray-sampled-question", {"x-amzn-trace-id": VALID_XRAY.replace("Sampled=1", "Sampled=?")}, [VALID_TRACE[8:]]),
-    ("xray-sampled-garbage", {"x-amzn-trace-id": VALID_XRAY.replace("Sampled=1", "Sampled=yes")}, [VALID_TRACE[8:]]),
     ("xray-negative-root", {"x-amzn-trace-id": "Root=1--759e988-bd862e3fe1be46a994272793;Sampled=1"}, ["-759e988"]),
-    (
-        "xray-parent-script",
-        {"x-amzn-trace-id": f"Root=1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]};Parent={SCRIPT}"},
-        [SCRIPT],
-    ),
     ("xray-dozens-of-keys", {"x-amzn-trace-id": ";".join(f"Key{i}=<b>{i}</b>" for i in range(60))}, ["<b>"]),
     ("xray-10kb", {"x-amzn-trace-id": "Root=1-" + "f" * 10_000}, ["f" * 64]),
     ("xray-crlf", {"x-amzn-trace-id": "Root=1-zzzz" + CRLF}, ["pwned", "Injected"]),
@@ -82,6 +76,18 @@ NEW_TRACE_CASES = [
     ("tracestate-without-traceparent", {"tracestate": f"congo={VALID_TRACE}"}, [VALID_TRACE]),
     ("baggage-10kb", {"baggage": "k=" + "v" * 10_000}, ["v" * 64]),
     ("baggage-script-and-crlf", {"baggage": f"user={SCRIPT},{CRLF}"}, ["<script>", "pwned"]),
+]
+
+#: An X-Ray header whose Root is valid: the Root is kept as the trace id, as the X-Ray SDK keeps it,
+#: whatever else the header holds; a malformed Parent is no parent; an unknown Sampled is decided here.
+#: (id, header, the parent span id kept, markers that must never come back)
+ROOT_KEPT_CASES = [
+    ("xray-sampled-question", VALID_XRAY.replace("Sampled=1", "Sampled=?"), VALID_SPAN, []),
+    ("xray-sampled-garbage", VALID_XRAY.replace("Sampled=1", "Sampled=<b>yes</b>"), VALID_SPAN, ["<b>"]),
+    ("xray-parent-script", f"Root=1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]};Parent={SCRIPT}", None, [SCRIPT]),
+    ("xray-parent-crlf", f"Root=1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]};Parent={VALID_SPAN}{CRLF}", None, ["pwned"]),
+    ("xray-self-script", f"Self={SCRIPT};Root=1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]};Lineage=<b>", None, [SCRIPT]),
+    ("xray-root-10kb-neighbour", f"Root=1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]};Junk={'j' * 10_000}", None, ["j" * 64]),
 ]
 
 #: A valid traceparent (continued, as it must be) with a hostile companion header. A malformed tracestate
@@ -244,6 +250,26 @@ def test_a_hostile_companion_header_leaves_a_valid_traceparent_in_charge(
     assert_logs_clean(capsys, records)
 
 
+@pytest.mark.parametrize(
+    ("header", "parent", "markers"), [case[1:] for case in ROOT_KEPT_CASES], ids=[c[0] for c in ROOT_KEPT_CASES]
+)
+def test_a_hostile_xray_header_with_a_valid_root_keeps_the_root(
+    traced_app, span_exporter, xray_daemon, clean_header_names, capsys, records, header, parent, markers
+):
+    response = traced_app.test_client().get(HOME, environ_overrides=environ({"x-amzn-trace-id": header}))
+
+    assert response.status_code == 200
+    xray_root = f"1-{VALID_TRACE[:8]}-{VALID_TRACE[8:]}"
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={xray_root};Sampled=1", "kept: every request is"
+    span = server_span(span_exporter)
+    assert format(span.context.trace_id, "032x") == VALID_TRACE
+    assert (format(span.parent.span_id, "016x") if span.parent else None) == parent
+    [segment] = xray_daemon.wait_for_segments(1)
+    assert segment["trace_id"] == xray_root and segment.get("parent_id") == parent
+    assert_nothing_echoed(response, clean_header_names, markers, [header])
+    assert_logs_clean(capsys, records)
+
+
 def test_a_hostile_baggage_header_does_not_multiply_log_lines(traced_app, records):
     hostile = ",".join(f"<script>{i}" for i in range(400))  # 4.7 KB: within gunicorn's 8190-byte field limit
     response = traced_app.test_client().get(HOME, headers={"baggage": hostile})
@@ -293,7 +319,7 @@ def check_generated(app, span_exporter, records, headers: dict[str, str]) -> Non
     assert match, response.headers["X-Amzn-Trace-Id"]
     span = server_span(span_exporter)
     assert format(span.context.trace_id, "032x") == "".join(match.groups()), "one trace id everywhere"
-    if span.parent is None:
+    if span.parent is None and "".join(match.groups()) != VALID_TRACE:
         assert abs(int(match.group(1), 16) - time.time()) < 600, "a fresh id is an X-Ray id of now"
     failures = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert failures == [], [r.getMessage()[:200] for r in failures]

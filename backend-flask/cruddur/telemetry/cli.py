@@ -78,18 +78,26 @@ def _print_report(report: checks.ToolReport) -> None:
 @telemetry_cli.command("spend")
 @click.option("--requests-per-day", type=click.FloatRange(min=0), required=True, help="Expected traffic.")
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True, help="Share that fail.")
-def spend_command(requests_per_day: float, error_rate: float) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Serving processes (gunicorn workers times tasks); each has its own sampling reservoir.",
+)
+def spend_command(requests_per_day: float, error_rate: float, processes: int) -> None:
     """Monthly volume per tool against its free tier, from what this service really emits."""
     logs.mute_stdout()
     telemetry = _telemetry()
     emitted = spend.measure_emitted()
-    lines, sampling = spend.monthly_volumes(telemetry.settings, emitted, requests_per_day, error_rate)
+    lines, sampling = spend.monthly_volumes(telemetry.settings, emitted, requests_per_day, error_rate, processes)
     click.echo(
         f"Measured per request: {emitted.spans:.1f} spans, {emitted.xray_documents:.1f} X-Ray documents, "
         f"{emitted.log_bytes:.0f} log bytes; a failure adds {emitted.error_log_bytes:.0f} log bytes."
     )
     click.echo(
-        f"At {requests_per_day:,.0f} requests/day ({requests_per_day / spend.SECONDS_PER_DAY:.2f}/s, one process), "
+        f"At {requests_per_day:,.0f} requests/day ({requests_per_day / spend.SECONDS_PER_DAY:.2f}/s "
+        f"over {processes} process(es)), "
         f"{error_rate:.1%} failing; sampling: {sampling}."
     )
     click.echo("")

@@ -12,22 +12,20 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
-from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Span
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
 from cruddur.telemetry.scrub import scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
 
 #: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
-#: caller's trace; outgoing `requests` calls carry both, and baggage.
-PROPAGATOR = CompositePropagator([AwsXRayPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+#: caller's trace (see `propagation`); outgoing `requests` calls carry both, and baggage.
+PROPAGATOR = CompositePropagator([CallerPropagator(), W3CBaggagePropagator()])
 
 
 class HashOnceResource(Resource):
@@ -77,7 +75,7 @@ def build_processor(settings: OtelSettings, exporter: SpanExporter | None) -> Sp
 
 
 def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanProcessor) -> TracerProvider:
-    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=AwsXRayIdGenerator())
+    provider = TracerProvider(resource=resource, sampler=sampler, id_generator=CallerTraceIdGenerator())
     provider.add_span_processor(processor)
     return provider
 

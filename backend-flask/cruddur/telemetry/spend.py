@@ -16,7 +16,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cruddur.telemetry.sampling import SamplingRule
+from cruddur.telemetry.sampling import SamplingRule, sample_rate
 from cruddur.telemetry.settings import TelemetrySettings
 
 #: The free tiers as the course docs weigh them, per month. Update here when the vendors change them.
@@ -136,23 +136,25 @@ def _fail_once(probe: object, client: object) -> None:
         del store.home_activities
 
 
-def kept_fraction(settings: TelemetrySettings, requests_per_second: float) -> tuple[float, str]:
-    """The share of requests traced, for one process at this rate, under the sampling in force."""
+def kept_fraction(settings: TelemetrySettings, requests_per_second: float, processes: int = 1) -> tuple[float, str]:
+    """The share of requests traced at this rate, spread over `processes` (workers times tasks), under
+    the sampling in force. The X-Ray rule's reservoir is per process (`SamplingRule.kept_per_second`)."""
     otel = settings.otel
     if otel.sampler in {"always_off", "parentbased_always_off"}:
         return 0.0, "OTEL_TRACES_SAMPLER keeps nothing"
     if otel.sampler in {"traceidratio", "parentbased_traceidratio"}:
         ratio = float(otel.sampler_arg or 1.0)
-        return ratio, f"OTEL_TRACES_SAMPLER keeps {ratio:.0%}"
+        return ratio, f"OTEL_TRACES_SAMPLER keeps {ratio:.0%} (SampleRate {sample_rate(ratio)})"
     if otel.sampler or settings.sampling.rule_path is None:
-        return 1.0, "every request is kept"
+        return 1.0, "every request is kept (SampleRate 1)"
     rule = SamplingRule.load(settings.sampling.rule_path)
-    if requests_per_second <= 0:
-        return 1.0, f"rule {rule.name!r}"
-    kept = min(requests_per_second, rule.reservoir_size) + rule.fixed_rate * max(
-        0.0, requests_per_second - rule.reservoir_size
+    described = (
+        f"rule {rule.name!r}: {rule.reservoir_size}/s in each of {processes} process(es), then {rule.fixed_rate:.0%} "
+        f"(SampleRate {rule.sample_rate})"
     )
-    return kept / requests_per_second, f"rule {rule.name!r}: {rule.reservoir_size}/s, then {rule.fixed_rate:.0%}"
+    if requests_per_second <= 0:
+        return 1.0, described
+    return rule.kept_per_second(requests_per_second, processes) / requests_per_second, described
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class Line:
 
 
 def monthly_volumes(
-    settings: TelemetrySettings, emitted: Emitted, requests_per_day: float, error_rate: float
+    settings: TelemetrySettings, emitted: Emitted, requests_per_day: float, error_rate: float, processes: int = 1
 ) -> tuple[list[Line], str]:
     """Each tool's monthly volume at this rate, and the daily rate at which its free tier runs out.
 
@@ -178,7 +180,7 @@ def monthly_volumes(
 
     def volumes(per_day: float) -> dict[str, float]:
         month = per_day * DAYS_PER_MONTH
-        kept, _ = kept_fraction(settings, per_day / SECONDS_PER_DAY)
+        kept, _ = kept_fraction(settings, per_day / SECONDS_PER_DAY, processes)
         traced = month * kept
         return {
             "Honeycomb": traced * emitted.spans,
@@ -189,7 +191,7 @@ def monthly_volumes(
         }
 
     now = volumes(requests_per_day)
-    _, sampling = kept_fraction(settings, requests_per_day / SECONDS_PER_DAY)
+    _, sampling = kept_fraction(settings, requests_per_day / SECONDS_PER_DAY, processes)
     lines = [
         Line(tool, now[tool], unit, free, _rate_where(lambda n, tool=tool: volumes(n)[tool], free))
         for tool, (free, unit) in FREE_TIERS.items()

@@ -20,6 +20,7 @@ from opentelemetry.util.http import ExcludeList
 
 from cruddur.telemetry.ids import TraceIds, reset_current_ids, set_current_ids
 from cruddur.telemetry.otel import PROPAGATOR
+from cruddur.telemetry.propagation import xray_caller
 
 XRAY_RESPONSE_HEADER = "X-Amzn-Trace-Id"
 _STATE_KEY = "cruddur.telemetry"
@@ -75,7 +76,11 @@ class RequestTelemetry:
         """Continue the caller's trace or start one, and sample it as OpenTelemetry would."""
         caller_context = PROPAGATOR.extract(request.environ, getter=wsgi_getter)
         caller = trace.get_current_span(caller_context).get_span_context()
-        trace_id = caller.trace_id if caller.is_valid else self._ids.generate_trace_id()
+        if caller.is_valid:
+            trace_id = caller.trace_id
+        else:
+            xray = xray_caller(caller_context)
+            trace_id = xray.trace_id if xray is not None else self._ids.generate_trace_id()
         decision = self._sampler.should_sample(
             caller_context,
             trace_id,

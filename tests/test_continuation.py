@@ -1,0 +1,157 @@
+"""Traces are continued from every caller that sends one, in the shapes real callers send.
+
+An AWS load balancer adds `X-Amzn-Trace-Id: Self=1-…;Root=1-…` (no Parent, no decision); other callers
+send `Root=…;Parent=…;Sampled=?` or no `Sampled`. The X-Ray SDK keeps such a Root and decides locally
+(`aws_xray_sdk/core/models/trace_header.py`, `ext/util.py calculate_sampling_decision`); so do we,
+checked on what each backend receives: the OTLP bytes, the X-Ray datagram and the response header.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+NOW = f"{int(time.time()):08x}"
+CALLER_TRACE = f"{NOW}bd862e3fe1be46a994272793"
+CALLER_ROOT = f"1-{CALLER_TRACE[:8]}-{CALLER_TRACE[8:]}"
+CALLER_SPAN = "53995c3f42cd8ad8"
+#: What an Application Load Balancer sends: its own `Self` id, and the Root of the trace.
+ALB_HEADER = f"Self=1-{NOW}-0123456789abcdef01234567;Root={CALLER_ROOT}"
+HOME = "/api/activities/home"
+
+
+@pytest.fixture
+def backends(make_app, otlp_receiver, xray_daemon):
+    """An app exporting OTLP to the fake receiver and segments to the fake daemon; settings on top."""
+
+    def build(**settings: str):
+        return make_app(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
+                "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address,
+                **settings,
+            }
+        )
+
+    return build
+
+
+def served(app, header: str, **headers: str):
+    """The response, then every span the OTLP receiver got for it (after a flush)."""
+    response = app.test_client().get(HOME, headers={"X-Amzn-Trace-Id": header, **headers})
+    app.extensions["cruddur"].telemetry.shutdown()
+    return response
+
+
+def server_spans(otlp_receiver) -> list:
+    return [span for span in otlp_receiver.spans() if span.name == f"GET {HOME}"]
+
+
+@pytest.mark.parametrize(
+    ("header", "parent"),
+    [
+        (ALB_HEADER, None),
+        (f"Root={CALLER_ROOT}", None),
+        (f"Root={CALLER_ROOT};Parent={CALLER_SPAN};Sampled=?", CALLER_SPAN),
+        (f"Root={CALLER_ROOT};Parent={CALLER_SPAN}", CALLER_SPAN),
+        (f"Root={CALLER_ROOT}; Parent={CALLER_SPAN}; Sampled=?;", CALLER_SPAN),
+        (f"Sampled=?;Parent={CALLER_SPAN};Root={CALLER_ROOT};Lineage=a87bd80c:1", CALLER_SPAN),
+    ],
+    ids=["alb", "root-only", "sampled-question", "no-sampled", "spaces-trailing-semicolon", "any-order"],
+)
+def test_the_callers_root_is_kept_and_the_decision_is_made_here(backends, otlp_receiver, xray_daemon, header, parent):
+    response = served(backends(), header)
+
+    assert response.status_code == 200
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={CALLER_ROOT};Sampled=1", "keep-all keeps it"
+    [server] = server_spans(otlp_receiver)
+    assert server.trace_id.hex() == CALLER_TRACE
+    assert (server.parent_span_id.hex() or None) == parent
+    assert {span.trace_id.hex() for span in otlp_receiver.spans()} == {CALLER_TRACE}
+    [segment] = xray_daemon.wait_for_segments(1)
+    assert segment["trace_id"] == CALLER_ROOT
+    assert segment.get("parent_id") == parent
+    assert segment["id"] == server.span_id.hex()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [ALB_HEADER, f"Root={CALLER_ROOT};Parent={CALLER_SPAN};Sampled=?", f"Root={CALLER_ROOT};Parent={CALLER_SPAN}"],
+    ids=["alb", "sampled-question", "no-sampled"],
+)
+def test_an_open_decision_is_the_samplers(backends, otlp_receiver, xray_daemon, header):
+    """With a sampler that keeps no root, a caller who left the decision open is dropped by both tools."""
+    response = served(backends(OTEL_TRACES_SAMPLER="parentbased_always_off"), header)
+
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={CALLER_ROOT};Sampled=0"
+    assert otlp_receiver.spans() == []
+    assert xray_daemon.wait_for_segments(1, timeout=0.3) == []
+
+
+@pytest.mark.parametrize(
+    ("header", "parent"),
+    [(f"Root={CALLER_ROOT};Sampled=1", None), (f"Root={CALLER_ROOT};Parent={CALLER_SPAN};Sampled=1", CALLER_SPAN)],
+    ids=["root-only", "with-parent"],
+)
+def test_a_callers_decision_stands(backends, otlp_receiver, xray_daemon, header, parent):
+    response = served(backends(OTEL_TRACES_SAMPLER="parentbased_always_off"), header)
+
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={CALLER_ROOT};Sampled=1"
+    [server] = server_spans(otlp_receiver)
+    assert server.trace_id.hex() == CALLER_TRACE and (server.parent_span_id.hex() or None) == parent
+    [segment] = xray_daemon.wait_for_segments(1)
+    assert segment["trace_id"] == CALLER_ROOT and segment.get("parent_id") == parent
+
+
+def test_a_callers_no_stands_without_a_parent(backends, otlp_receiver, xray_daemon):
+    response = served(backends(), f"Root={CALLER_ROOT};Sampled=0")
+
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={CALLER_ROOT};Sampled=0"
+    assert otlp_receiver.spans() == []
+    assert xray_daemon.wait_for_segments(1, timeout=0.3) == []
+
+
+def test_traceparent_wins_over_an_xray_header(backends, otlp_receiver, xray_daemon):
+    w3c_trace, w3c_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = served(backends(), ALB_HEADER, traceparent=f"00-{w3c_trace}-{w3c_span}-01")
+
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root=1-{w3c_trace[:8]}-{w3c_trace[8:]};Sampled=1"
+    [server] = server_spans(otlp_receiver)
+    assert server.trace_id.hex() == w3c_trace and server.parent_span_id.hex() == w3c_span
+    [segment] = xray_daemon.wait_for_segments(1)
+    assert segment["parent_id"] == w3c_span
+
+
+def test_an_invalid_root_starts_a_new_trace_and_ignores_the_parent(backends, otlp_receiver, xray_daemon):
+    response = served(backends(), f"Root=1-{NOW}-BD862E3FE1BE46A994272793;Parent={CALLER_SPAN};Sampled=1")
+
+    root = response.headers["X-Amzn-Trace-Id"].split(";")[0].removeprefix("Root=")
+    assert root != CALLER_ROOT.upper() and root.startswith("1-")
+    [server] = server_spans(otlp_receiver)
+    assert not server.parent_span_id
+    [segment] = xray_daemon.wait_for_segments(1)
+    assert segment["trace_id"] == root and "parent_id" not in segment
+
+
+@pytest.mark.parametrize(
+    ("settings", "header", "sampled", "parent"),
+    [
+        ({}, ALB_HEADER, 1, None),
+        ({}, f"Root={CALLER_ROOT};Parent={CALLER_SPAN};Sampled=?", 1, CALLER_SPAN),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, ALB_HEADER, 0, None),
+        ({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}, f"Root={CALLER_ROOT};Sampled=1", 1, None),
+    ],
+    ids=["alb", "sampled-question", "alb-sampler-says-no", "caller-says-yes"],
+)
+def test_without_opentelemetry_xray_continues_the_same_way(make_app, xray_daemon, settings, header, sampled, parent):
+    app = make_app({"OTEL_SDK_DISABLED": "true", "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address, **settings})
+    response = app.test_client().get(HOME, headers={"X-Amzn-Trace-Id": header})
+
+    assert response.headers["X-Amzn-Trace-Id"] == f"Root={CALLER_ROOT};Sampled={sampled}"
+    segments = xray_daemon.wait_for_segments(1, timeout=5 if sampled else 0.3)
+    if sampled:
+        [segment] = segments
+        assert segment["trace_id"] == CALLER_ROOT and segment.get("parent_id") == parent
+    else:
+        assert segments == []
