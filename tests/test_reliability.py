@@ -375,7 +375,7 @@ def test_a_graceful_stop_right_after_a_burst_loses_nothing(tmp_path, otlp_receiv
     segments = daemon.wait_for_segments(200, timeout=5)
     assert {s["trace_id"] for s in segments} == sent and len(segments) == 200
 
-    access = [line for line in cloudwatch_lines(group) if line["logger"] == "cruddur.access"]
+    access = [line for line in cloudwatch_lines(group) if line.get("logger") == "cruddur.access"]
     assert sorted(line["xray_trace_id"] for line in access) == sorted(sent)
 
     items = rollbar_api.wait_for(rollbar_calls, timeout=1)

@@ -1,4 +1,5 @@
-"""A local OTLP/HTTP receiver that decodes what the real exporter sends, and can misbehave on purpose."""
+"""A local OTLP/HTTP receiver that decodes what the real exporters send (metrics on a path ending in
+`metrics`, traces on any other), and can misbehave on purpose."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -30,12 +35,33 @@ class ReceivedExport:
 
 
 @dataclass
+class ReceivedMetrics:
+    path: str
+    headers: dict[str, str]
+    request: ExportMetricsServiceRequest
+
+    def metrics(self) -> dict[str, list]:
+        """Each metric by name: the list of its protobuf `Metric` messages in this export."""
+        found: dict[str, list] = {}
+        for resource_metrics in self.request.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    found.setdefault(metric.name, []).append(metric)
+        return found
+
+    def resource_attributes(self) -> dict[str, str]:
+        [resource_metrics, *_] = self.request.resource_metrics
+        return {kv.key: kv.value.string_value for kv in resource_metrics.resource.attributes}
+
+
+@dataclass
 class FakeOtlpReceiver:
     """`mode`: "ok" answers 200; "error" 503; "throttle" 429; "slow" waits `delay` then 200; "hang" never answers."""
 
     mode: str = "ok"
     delay: float = 0.5
     exports: list[ReceivedExport] = field(default_factory=list)
+    metric_exports: list[ReceivedMetrics] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -56,12 +82,17 @@ class FakeOtlpReceiver:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver.exports.append(
-                    ReceivedExport(self.path, {k.lower(): v for k, v in self.headers.items()}, request, body)
-                )
-                reply = ExportTraceServiceResponse().SerializeToString()
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if self.path.rstrip("/").endswith("metrics"):  # /v1/metrics, or a custom metrics path
+                    metrics = ExportMetricsServiceRequest()
+                    metrics.ParseFromString(body)
+                    receiver.metric_exports.append(ReceivedMetrics(self.path, headers, metrics))
+                    reply = ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    receiver.exports.append(ReceivedExport(self.path, headers, request, body))
+                    reply = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
@@ -87,6 +118,12 @@ class FakeOtlpReceiver:
                 return self.spans()
             time.sleep(0.02)
         return self.spans()
+
+    def wait_for_metrics(self, count: int = 1, timeout: float = 10) -> list[ReceivedMetrics]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.metric_exports) < count:
+            time.sleep(0.02)
+        return list(self.metric_exports)
 
     def close(self) -> None:
         self._released.set()

@@ -1,7 +1,8 @@
 """The four observability tools, set up together per process and shut down under one deadline.
 
 `init_app` wires, in this order: JSON logging, the sampler, OpenTelemetry (server spans), the
-request's `TraceIds`, X-Ray (a segment that copies the server span), then CloudWatch and Rollbar.
+request's `TraceIds`, X-Ray (a segment that copies the server span), then CloudWatch, Rollbar and
+metrics (OTLP and CloudWatch EMF, recorded by the request's own hooks).
 Each tool is on only when its settings are present, says so in one line at start-up, and can
 neither crash the app nor make a request wait on the network.
 """
@@ -24,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
-from cruddur.telemetry import cloudwatch, logs, otel
+from cruddur.telemetry import cloudwatch, logs, metrics, otel
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.rollbar_reporter import RollbarReporter
 from cruddur.telemetry.sampling import build_sampler
@@ -49,10 +50,16 @@ class Telemetry:
         self.cloudwatch = None
         self.cloudwatch_off: str | None = None
         self.rollbar = None
+        self.metrics: metrics.Metrics | None = None
         self.sampling_description = ""
         self._closers: list[tuple[str, Callable[[float], None]]] = []
         self._closed = False
         self._lock = threading.Lock()
+
+    @property
+    def emf_on(self) -> bool:
+        """Metrics go to CloudWatch as EMF lines when CloudWatch Logs is on and they are not turned off."""
+        return self.cloudwatch is not None and self.settings.metrics.emf_wanted
 
     def current_trace_id(self) -> str | None:
         """The trace id of the request being served (32 hex digits), for error bodies."""
@@ -135,7 +142,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     otel_on = otel_settings.enabled or (test_exporter is not None and not otel_settings.sdk_disabled)
     if otel_on:
         _start_otel(app, telemetry, sampler, test_exporter, version, settings.environment)
-    RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
+    request_telemetry = RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
     if telemetry_settings.xray.enabled:
         _start_xray(app, telemetry)
     telemetry.cloudwatch_off = cloudwatch.missing_setting(telemetry_settings.cloudwatch)
@@ -144,6 +151,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     if telemetry_settings.rollbar.enabled:
         telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar, settings.user_handle)
         telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
+    _start_metrics(telemetry, request_telemetry, version, settings.environment)
 
     log.info("telemetry: %s", "OpenTelemetry: on, test exporter" if test_exporter else otel_settings.describe())
     log.info("telemetry: %s", telemetry_settings.xray.describe())
@@ -151,6 +159,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     cloudwatch_line = telemetry_settings.cloudwatch.describe(telemetry.cloudwatch_off)
     (log.info if telemetry.cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_line)
     log.info("telemetry: %s", telemetry_settings.rollbar.describe())
+    log.info("telemetry: %s", telemetry_settings.metrics.describe(telemetry.emf_on))
     atexit.register(_shutdown_at_exit, weakref.ref(telemetry))
     return telemetry
 
@@ -181,6 +190,30 @@ def _start_cloudwatch(telemetry: Telemetry) -> None:
 
     def close(deadline: float) -> None:
         logs.remove_handler(handler)
+        if telemetry.metrics is not None:
+            telemetry.metrics.flush_emf()
         handler.flush_and_close(deadline)
 
     telemetry.on_close("CloudWatch Logs", close)
+
+
+def _tool_counts(telemetry: Telemetry) -> dict[str, dict[str, int]]:
+    """Items each tool has queued and dropped so far in this process, as far as it counts them."""
+    counts: dict[str, dict[str, int]] = {}
+    handler = telemetry.cloudwatch
+    if handler is not None:
+        counts["CloudWatch Logs"] = {
+            "queued": sum(q.qsize() for q in list(handler.queues.values())),
+            "dropped": handler.dropped,
+        }
+    return counts
+
+
+def _start_metrics(telemetry: Telemetry, request_telemetry: RequestTelemetry, version: str, environment: str) -> None:
+    settings = telemetry.settings
+    emf_write = telemetry.cloudwatch.emit_line if telemetry.emf_on and telemetry.cloudwatch is not None else None
+    resource = otel.build_resource(settings.otel, version, environment)
+    built = telemetry.metrics = metrics.build(settings.metrics, resource, emf_write, lambda: _tool_counts(telemetry))
+    if built is not None:
+        request_telemetry.metrics = built.requests
+        telemetry.on_close("Metrics", built.shutdown)

@@ -36,6 +36,7 @@ def status(as_json: bool) -> None:
         "sampling": f"Sampling: {telemetry.sampling_description}",
         "cloudwatch": settings.cloudwatch.describe(telemetry.cloudwatch_off),
         "rollbar": settings.rollbar.describe(),
+        "metrics": settings.metrics.describe(telemetry.emf_on),
     }
     if as_json:
         click.echo(json.dumps(lines))

@@ -20,6 +20,7 @@ import botocore.config
 import botocore.exceptions
 import watchtower
 
+from cruddur.telemetry.logs import preformatted_record
 from cruddur.telemetry.settings import CloudWatchSettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,11 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
                 if stream_name not in self.queues:
                     self._start_stream(stream_name)
         super().emit(record)
+
+    def emit_line(self, line: str, timestamp_ms: int) -> None:
+        """Queue one line as it is (an EMF document) in this process's stream; stdout never sees it."""
+        if not self.shutting_down:
+            self.handle(preformatted_record("cruddur.metrics", line, timestamp_ms / 1000))
 
     def _start_stream(self, stream_name: str) -> None:
         """What watchtower does on a stream's first line, with a `DroppingQueue` in place of its own."""

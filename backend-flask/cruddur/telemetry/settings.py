@@ -19,6 +19,9 @@ HONEYCOMB_DEFAULT_ENDPOINT = "https://api.honeycomb.io"
 #: `OTEL_BSP_MAX_QUEUE_SIZE` when unset (the specification's default, which the SDK follows).
 BSP_DEFAULT_MAX_QUEUE_SIZE = 2048
 TRACES_PATH = "v1/traces"
+METRICS_PATH = "v1/metrics"
+#: Honeycomb keeps metrics in a dataset of their own, named by this header.
+HONEYCOMB_METRICS_DEFAULT_DATASET = "backend-flask-metrics"
 #: Never traced, logged or sampled: the load balancer's and the container's health checks.
 ALWAYS_EXCLUDED_URLS = "/api/health"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -321,12 +324,100 @@ class RollbarSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """OpenTelemetry metrics: over OTLP/HTTP where the traces go (or `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`),
+    and as CloudWatch Embedded Metric Format lines in the log stream whenever CloudWatch Logs is on."""
+
+    sdk_disabled: bool
+    otlp_endpoint: str | None
+    otlp_destination: str
+    otlp_headers: Mapping[str, str] = field(repr=False)
+    otlp_timeout_seconds: float | None
+    emf_wanted: bool
+    interval_seconds: float
+    export_timeout_seconds: float
+    why_otlp_off: str | None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> MetricsSettings:
+        exporter = (environ.get("OTEL_METRICS_EXPORTER") or "otlp").strip().lower()
+        if exporter not in {"otlp", "none"}:
+            raise ConfigError(f"OTEL_METRICS_EXPORTER={exporter!r}: this service exports metrics as otlp or none")
+        interval_ms = positive_number(environ, "OTEL_METRIC_EXPORT_INTERVAL", 60_000.0)
+        timeout_ms = positive_number(environ, "OTEL_METRIC_EXPORT_TIMEOUT", 30_000.0)
+        sdk_disabled = flag(environ, "OTEL_SDK_DISABLED", False)
+        timeout_name = (
+            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"
+            if environ.get("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT")
+            else "OTEL_EXPORTER_OTLP_TIMEOUT"
+        )
+        headers = parse_headers(
+            environ.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
+        )
+        endpoint = None
+        destination = "none"
+        why_off = None
+        if sdk_disabled:
+            why_off = "OTEL_SDK_DISABLED=true"
+        elif exporter == "none":
+            why_off = "OTEL_METRICS_EXPORTER=none"
+        elif metrics_endpoint := environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+            endpoint, destination = metrics_endpoint, "OTLP (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)"
+        elif base := environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            endpoint, destination = f"{base.rstrip('/')}/{METRICS_PATH}", "OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)"
+        elif api_key := environ.get("HONEYCOMB_API_KEY"):
+            base = environ.get("HONEYCOMB_API_ENDPOINT") or HONEYCOMB_DEFAULT_ENDPOINT
+            endpoint, destination = f"{base.rstrip('/')}/{METRICS_PATH}", "Honeycomb (HONEYCOMB_API_KEY)"
+            headers = {"x-honeycomb-team": api_key, **headers}
+        else:
+            why_off = "set HONEYCOMB_API_KEY or OTEL_EXPORTER_OTLP_ENDPOINT to export metrics over OTLP"
+        if endpoint and "x-honeycomb-team" in headers and not environ.get("OTEL_EXPORTER_OTLP_METRICS_HEADERS"):
+            # Honeycomb files metrics under the dataset this header names; the traces' dataset is not it.
+            dataset = environ.get("HONEYCOMB_METRICS_DATASET") or HONEYCOMB_METRICS_DEFAULT_DATASET
+            headers = {**headers, "x-honeycomb-dataset": dataset}
+        return cls(
+            sdk_disabled=sdk_disabled,
+            otlp_endpoint=endpoint,
+            otlp_destination=destination,
+            otlp_headers=headers if endpoint else {},
+            otlp_timeout_seconds=positive_number(environ, timeout_name, None),
+            emf_wanted=not sdk_disabled and flag(environ, "CRUDDUR_METRICS_EMF", True),
+            interval_seconds=interval_ms / 1000,
+            export_timeout_seconds=timeout_ms / 1000,
+            why_otlp_off=why_off,
+        )
+
+    def describe(self, emf_on: bool) -> str:
+        """One start-up line: where metrics go, or what would turn them on."""
+        every = f"every {self.interval_seconds:g} s"
+        if self.otlp_endpoint:
+            team = self.otlp_headers.get("x-honeycomb-team")
+            key = f", key {key_hint(team)}" if team else ""
+            dataset = self.otlp_headers.get("x-honeycomb-dataset")
+            to_dataset = f", dataset {dataset!r}" if dataset and team else ""
+            otlp = f"OTLP/HTTP to {self.otlp_endpoint} via {self.otlp_destination}{key}{to_dataset}"
+        else:
+            otlp = f"no OTLP ({self.why_otlp_off})"
+        if emf_on:
+            emf = "CloudWatch EMF lines in the log stream"
+        elif self.sdk_disabled:
+            emf = "no CloudWatch EMF (OTEL_SDK_DISABLED=true)"
+        elif not self.emf_wanted:
+            emf = "no CloudWatch EMF (CRUDDUR_METRICS_EMF=false)"
+        else:
+            emf = "no CloudWatch EMF (CloudWatch Logs is off)"
+        state = "on" if self.otlp_endpoint or emf_on else "off"
+        return f"Metrics: {state}, {every}: {otlp}; {emf}"
+
+
+@dataclass(frozen=True)
 class TelemetrySettings:
     otel: OtelSettings
     xray: XRaySettings
     sampling: SamplingSettings
     cloudwatch: CloudWatchSettings
     rollbar: RollbarSettings
+    metrics: MetricsSettings
     shutdown_timeout_seconds: float
 
     @classmethod
@@ -338,5 +429,6 @@ class TelemetrySettings:
             sampling=SamplingSettings.from_environ(environ),
             cloudwatch=CloudWatchSettings.from_environ(environ),
             rollbar=RollbarSettings.from_environ(environ, environment, version),
+            metrics=MetricsSettings.from_environ(environ),
             shutdown_timeout_seconds=positive_number(environ, "CRUDDUR_SHUTDOWN_TIMEOUT", 10.0),
         )

@@ -1,4 +1,5 @@
-"""The per-request part of telemetry: the request's `TraceIds`, its response header, its access line.
+"""The per-request part of telemetry: the request's `TraceIds`, its response header, its access line,
+and its metrics (duration by route and status, requests in flight).
 
 Hooks run in this order: OpenTelemetry's server span starts, then `RequestTelemetry` reads its
 ids (or, with OpenTelemetry off, continues the caller's trace or starts one, sampled by the same
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import ExcludeList
 
 from cruddur.telemetry.ids import TraceIds, reset_current_ids, set_current_ids
+from cruddur.telemetry.metrics import RequestMetrics
 from cruddur.telemetry.otel import PROPAGATOR
 from cruddur.telemetry.propagation import xray_caller
 
@@ -39,19 +41,23 @@ def ids_from_otel_span() -> TraceIds | None:
 
 
 class _RequestState:
-    __slots__ = ("ids", "started", "status", "token")
+    __slots__ = ("ids", "metric_attributes", "started", "status", "token")
 
     def __init__(self, ids: TraceIds, token: object) -> None:
         self.ids = ids
         self.token = token
         self.started = time.perf_counter()
         self.status = 0
+        self.metric_attributes: dict[str, str] | None = None
 
 
 class RequestTelemetry:
-    """Gives every traced request its ids, its `X-Amzn-Trace-Id` header and one access log line."""
+    """Gives every traced request its ids, its `X-Amzn-Trace-Id` header and one access log line, and
+    records its metrics when they are on (here rather than in the Flask instrumentation, which records
+    them only when it also traces: metrics must work for CloudWatch alone)."""
 
     def __init__(self, app: Flask, sampler: Sampler, excluded_urls: ExcludeList, otel_on: bool) -> None:
+        self.metrics: RequestMetrics | None = None
         self._sampler = sampler
         self._excluded = excluded_urls
         self._otel_on = otel_on
@@ -70,7 +76,11 @@ class RequestTelemetry:
             return
         else:
             ids = self._ids_without_otel()
-        request.environ[_STATE_KEY] = _RequestState(ids, set_current_ids(ids))
+        state = request.environ[_STATE_KEY] = _RequestState(ids, set_current_ids(ids))
+        if self.metrics is not None:
+            rule = request.url_rule
+            state.metric_attributes = RequestMetrics.attributes(request.method, rule.rule if rule else None)
+            self.metrics.started(state.metric_attributes)
 
     def _ids_without_otel(self) -> TraceIds:
         """Continue the caller's trace or start one, and sample it as OpenTelemetry would."""
@@ -106,13 +116,16 @@ class RequestTelemetry:
         state: _RequestState | None = request.environ.pop(_STATE_KEY, None)
         if state is None:
             return
+        status = 500 if exception is not None else state.status
+        seconds = time.perf_counter() - state.started
         try:
-            self._log_access(state, exception)
+            if self.metrics is not None and state.metric_attributes is not None:
+                self.metrics.finished(state.metric_attributes, status, seconds)
+            self._log_access(status, seconds)
         finally:
             reset_current_ids(state.token)
 
-    def _log_access(self, state: _RequestState, exception: BaseException | None) -> None:
-        status = 500 if exception is not None else state.status
+    def _log_access(self, status: int, seconds: float) -> None:
         access_log.log(
             logging.ERROR if status >= 500 else logging.INFO,
             "%s %s %s",
@@ -124,7 +137,7 @@ class RequestTelemetry:
                     "method": request.method,
                     "path": request.path,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - state.started) * 1000, 3),
+                    "duration_ms": round(seconds * 1000, 3),
                     "remote_addr": request.remote_addr,
                     "user_agent": request.user_agent.string or None,
                 }

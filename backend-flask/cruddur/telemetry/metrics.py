@@ -1,0 +1,271 @@
+"""OpenTelemetry metrics: one `MeterProvider` per process, read once an interval by two readers.
+
+- OTLP/HTTP, to where the traces go (Honeycomb files them under `x-honeycomb-dataset`);
+- CloudWatch Embedded Metric Format lines, handed straight to the CloudWatch Logs handler's queue
+  (never to stdout, never through the logging tree), so metrics cost no agent and no extra AWS call.
+
+A request costs one histogram record and two counter adds, all in memory; everything else
+(CPU, memory, threads, garbage-collection pauses, each tool's queued/sent/dropped) is observed
+by callbacks when a reader collects, once an interval, on the reader's own thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    Counter,
+    Histogram,
+    MeterProvider,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+from opentelemetry.sdk.resources import Resource
+
+from cruddur.telemetry import emf
+from cruddur.telemetry.settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+#: The stable HTTP semantic conventions' advisory buckets for `http.server.request.duration`, in seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+#: Methods recorded by name; any other (a scanner's `FOO`) is `_OTHER`, as the conventions say.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+ToolCounts = Callable[[], Mapping[str, Mapping[str, int]]]
+
+
+class RequestMetrics:
+    """What a request records: its duration by route, method and status, and requests in flight."""
+
+    def __init__(self, provider: MeterProvider) -> None:
+        meter = provider.get_meter("cruddur")
+        self._duration = meter.create_histogram(
+            emf.DURATION,
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._active = meter.create_up_down_counter(
+            emf.ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
+        )
+
+    @staticmethod
+    def attributes(method: str, route: str | None) -> dict[str, str]:
+        method = method if method in KNOWN_METHODS else "_OTHER"
+        return {"http.request.method": method, "http.route": route} if route else {"http.request.method": method}
+
+    def started(self, attributes: Mapping[str, str]) -> None:
+        self._active.add(1, attributes)
+
+    def finished(self, attributes: Mapping[str, str], status: int, seconds: float) -> None:
+        self._active.add(-1, attributes)
+        self._duration.record(seconds, {**attributes, "http.response.status_code": status})
+
+
+class GcPauses:
+    """Seconds the garbage collector stopped this process, from `gc.callbacks` (no per-request cost)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        # Elsewhere only the peak is known (kilobytes on Linux, bytes on macOS); close enough for a trend.
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: ToolCounts | None) -> None:
+    meter = provider.get_meter("cruddur.process")
+
+    def cpu(_: CallbackOptions) -> Sequence[Observation]:
+        times = os.times()
+        return [Observation(times.user, {"cpu.mode": "user"}), Observation(times.system, {"cpu.mode": "system"})]
+
+    meter.create_observable_counter(emf.CPU_TIME, [cpu], unit="s", description="CPU seconds used by this process.")
+    meter.create_observable_up_down_counter(
+        emf.MEMORY, [lambda _: [Observation(_rss_bytes())]], unit="By", description="Resident memory."
+    )
+    meter.create_observable_up_down_counter(
+        emf.THREADS, [lambda _: [Observation(threading.active_count())]], unit="{thread}"
+    )
+    meter.create_observable_counter(
+        emf.GC_PAUSE,
+        [lambda _: [Observation(pauses.seconds)]],
+        unit="s",
+        description="Seconds this process spent in garbage collection.",
+    )
+    if tool_counts is None:
+        return
+
+    def counts(key: str) -> Callable[[CallbackOptions], Sequence[Observation]]:
+        def observe(_: CallbackOptions) -> Sequence[Observation]:
+            try:
+                snapshot = tool_counts()
+            except Exception:  # a tool's counters must never break the others' metrics
+                log.debug("telemetry tool counts could not be read", exc_info=True)
+                return []
+            return [Observation(c.get(key, 0), {emf.TOOL_ATTRIBUTE: tool}) for tool, c in snapshot.items()]
+
+        return observe
+
+    meter.create_observable_counter(emf.TOOL_SENT, [counts("sent")], unit="{item}")
+    meter.create_observable_counter(emf.TOOL_DROPPED, [counts("dropped")], unit="{item}")
+    meter.create_observable_up_down_counter(emf.TOOL_QUEUED, [counts("queued")], unit="{item}")
+
+
+#: The EMF reader reports each interval on its own: deltas for counts and histograms, current values otherwise.
+_DELTA = {
+    Counter: AggregationTemporality.DELTA,
+    Histogram: AggregationTemporality.DELTA,
+    ObservableCounter: AggregationTemporality.DELTA,
+    UpDownCounter: AggregationTemporality.CUMULATIVE,
+    ObservableUpDownCounter: AggregationTemporality.CUMULATIVE,
+    ObservableGauge: AggregationTemporality.CUMULATIVE,
+}
+
+
+class EmfExporter(MetricExporter):
+    """Writes each interval's metrics as EMF lines through `write(line, timestamp_ms)`."""
+
+    def __init__(self, service: str, write: Callable[[str, int], None]) -> None:
+        super().__init__(
+            preferred_temporality=_DELTA,
+            # Exponential buckets: fine-grained latencies whatever the range, never over EMF's 100 values.
+            preferred_aggregation={Histogram: ExponentialBucketHistogramAggregation(max_size=emf.MAX_VALUES)},
+        )
+        self.service = service
+        self._write = write
+        self.closed = False
+        self.lines = 0
+        self.bytes = 0
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **_: Any) -> MetricExportResult:
+        if self.closed:
+            return MetricExportResult.SUCCESS
+        timestamp_ms = int(time.time() * 1000)
+        for document in emf.documents(metrics_data, self.service, timestamp_ms):
+            line = json.dumps(document, separators=(",", ":"))
+            self._write(line, timestamp_ms)
+            self.lines += 1
+            self.bytes += len(line.encode())
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        pass
+
+
+class Metrics:
+    """The process's meter provider, what requests record into it, and how it is flushed at shutdown."""
+
+    def __init__(
+        self,
+        provider: MeterProvider,
+        emf: tuple[MetricReader, EmfExporter] | None,
+        otlp_reader: MetricReader | None,
+        pauses: GcPauses,
+    ) -> None:
+        self.provider = provider
+        self.requests = RequestMetrics(provider)
+        self.emf_reader, self.emf_exporter = emf if emf is not None else (None, None)
+        self.otlp_reader = otlp_reader
+        self._pauses = pauses
+        self._emf_lock = threading.Lock()
+
+    def flush_emf(self) -> None:
+        """Write the last EMF lines, once: the CloudWatch handler calls this before its final send,
+        since the shutdown closers run side by side."""
+        with self._emf_lock:
+            exporter = self.emf_exporter
+            if self.emf_reader is None or exporter is None or exporter.closed:
+                return
+            try:
+                self.emf_reader.collect()
+            except Exception:
+                log.warning("metrics: the last EMF lines could not be written", exc_info=True)
+            finally:
+                exporter.closed = True
+
+    def shutdown(self, deadline: float) -> None:
+        """Write the last EMF lines, then stop both readers; the OTLP one sends its last export within the deadline."""
+        self.flush_emf()
+        if self._pauses in gc.callbacks:
+            gc.callbacks.remove(self._pauses)
+        remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
+        self.provider.shutdown(timeout_millis=remaining_ms)
+
+
+def build(
+    settings: MetricsSettings,
+    resource: Resource,
+    emf_write: Callable[[str, int], None] | None,
+    tool_counts: ToolCounts | None,
+) -> Metrics | None:
+    """The provider and its readers, or None when neither OTLP nor EMF is wanted."""
+    interval_ms = settings.interval_seconds * 1000
+    timeout_ms = settings.export_timeout_seconds * 1000
+    readers: list[MetricReader] = []
+    otlp_reader = emf = None
+    if settings.otlp_endpoint:
+        exporter = OTLPMetricExporter(
+            endpoint=settings.otlp_endpoint,
+            headers=dict(settings.otlp_headers),
+            timeout=settings.otlp_timeout_seconds,
+        )
+        otlp_reader = PeriodicExportingMetricReader(exporter, interval_ms, timeout_ms)
+        readers.append(otlp_reader)
+    if emf_write is not None:
+        service = str(resource.attributes.get("service.name", "backend-flask"))
+        emf_exporter = EmfExporter(service, emf_write)
+        emf = (PeriodicExportingMetricReader(emf_exporter, interval_ms, timeout_ms), emf_exporter)
+        readers.append(emf[0])
+    if not readers:
+        return None
+    # No exemplars: offering each measurement to a reservoir costs every request, and the traces
+    # already carry each request's duration.
+    provider = MeterProvider(
+        metric_readers=readers, resource=resource, shutdown_on_exit=False, exemplar_filter=AlwaysOffExemplarFilter()
+    )
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
+    _observe_worker(provider, pauses, tool_counts)
+    return Metrics(provider, emf, otlp_reader, pauses)

@@ -1,0 +1,212 @@
+"""RED metrics: OTLP/HTTP to a local receiver and CloudWatch EMF lines in moto's log stream."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+
+import boto3
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+from cruddur.config import ConfigError
+from cruddur.telemetry import emf
+from cruddur.telemetry.metrics import EmfExporter
+from tests.support.emf import emf_errors
+
+#: Tests read an interval's metrics within a second, not a minute.
+FAST = {"OTEL_METRIC_EXPORT_INTERVAL": "200"}
+HONEYCOMB_KEY = "hcaik_fake_key_for_tests_0000wxyz"
+
+
+def emf_documents(group: str) -> list[dict]:
+    logs = boto3.client("logs")
+    documents = []
+    for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True)
+        documents += [json.loads(e["message"]) for e in events["events"]]
+    return [document for document in documents if "_aws" in document]
+
+
+def wait_for_emf(group: str, timeout: float = 15) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if found := emf_documents(group):
+                return found
+        except boto3.client("logs").exceptions.ResourceNotFoundException:
+            pass
+        time.sleep(0.2)
+    return []
+
+
+def test_traffic_becomes_valid_emf_lines_per_route_in_the_log_stream(make_app, aws, capsys, monkeypatch):
+    group = f"cruddur-{uuid.uuid4().hex[:8]}"
+    app = make_app({"CLOUDWATCH_LOG_GROUP": group, **FAST})
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/api/activities/home").status_code == 200
+    assert client.get("/api/activities/@andrewbrown").status_code == 200
+    assert client.get("/wp-login.php").status_code == 404
+
+    def broken(*args):
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(app.extensions["cruddur"].deps.store, "home_activities", broken)
+    assert client.get("/api/activities/home").status_code == 500
+    assert wait_for_emf(group), "EMF lines arrive every interval, before any shutdown"
+    app.extensions["cruddur"].telemetry.shutdown()
+
+    documents = emf_documents(group)
+    for document in documents:
+        assert emf_errors(document) == [], document
+        [directive] = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "Cruddur"
+        assert abs(document["_aws"]["Timestamp"] - time.time() * 1000) < 120_000
+        assert document["Service"] == "backend-flask"
+    routes = [d for d in documents if "Route" in d]
+    for document in routes:
+        assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service", "Route"], ["Service"]]
+        assert sum(document["Latency"]["Counts"]) == document["Requests"] == document["Latency"]["Count"]
+        assert document["Latency"]["Min"] <= min(document["Latency"]["Values"])
+        assert max(document["Latency"]["Values"]) <= document["Latency"]["Max"]
+
+    def total(route: str, metric: str) -> int:
+        return sum(d[metric] for d in routes if d["Route"] == route)
+
+    assert total("/api/activities/home", "Requests") == 4
+    assert total("/api/activities/home", "Errors5xx") == 1
+    assert total("/api/activities/@<handle>", "Requests") == 1
+    assert total(emf.UNMATCHED_ROUTE, "Requests") == 1, "unknown URLs share one Route value"
+    assert {d["Route"] for d in routes} == {"/api/activities/home", "/api/activities/@<handle>", "unmatched"}
+
+    workers = [d for d in documents if "Route" not in d]
+    assert workers
+    for document in workers:
+        assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service"]]
+        assert document["MemoryRss"] > 0 and document["Threads"] >= 1
+        assert document["TelemetryDropped"] == 0
+    assert "_aws" not in capsys.readouterr().out, "EMF documents go to CloudWatch only, never to stdout"
+
+
+def test_emf_lines_are_flushed_at_shutdown_within_the_interval(make_app, aws):
+    group = f"cruddur-{uuid.uuid4().hex[:8]}"
+    app = make_app({"CLOUDWATCH_LOG_GROUP": group})
+    for _ in range(5):
+        app.test_client().get("/api/activities/home")
+    app.extensions["cruddur"].telemetry.shutdown()
+    [route] = [d for d in emf_documents(group) if "Route" in d]
+    assert route["Requests"] == 5 and route["Errors5xx"] == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "dataset"),
+    [({}, "backend-flask-metrics"), ({"HONEYCOMB_METRICS_DATASET": "cruddur-metrics"}, "cruddur-metrics")],
+)
+def test_otlp_metrics_go_to_honeycomb_with_the_dataset_header(make_app, otlp_receiver, extra, dataset):
+    app = make_app({"HONEYCOMB_API_KEY": HONEYCOMB_KEY, "HONEYCOMB_API_ENDPOINT": otlp_receiver.url, **FAST, **extra})
+    client = app.test_client()
+    client.get("/api/activities/home")
+    client.open("/api/activities/home", method="FOO")
+    exports = otlp_receiver.wait_for_metrics(1)
+    app.extensions["cruddur"].telemetry.shutdown()
+
+    assert exports, "an export every interval, before any shutdown"
+    for export in otlp_receiver.metric_exports:
+        assert export.path == "/v1/metrics"
+        assert export.headers["x-honeycomb-team"] == HONEYCOMB_KEY
+        assert export.headers["x-honeycomb-dataset"] == dataset
+        assert export.headers["content-type"] == "application/x-protobuf"
+        assert export.resource_attributes()["service.name"] == "backend-flask"
+    points = [
+        {kv.key: kv.value for kv in point.attributes}
+        for export in otlp_receiver.metric_exports
+        for metric in export.metrics().get("http.server.request.duration", [])
+        for point in metric.histogram.data_points
+        if point.count
+    ]
+    seen = {(p["http.request.method"].string_value, p["http.response.status_code"].int_value) for p in points}
+    assert ("GET", 200) in seen and ("_OTHER", 405) in seen
+    routes = {
+        (p["http.request.method"].string_value, p["http.route"].string_value if "http.route" in p else None)
+        for p in points
+    }
+    assert routes == {("GET", "/api/activities/home"), ("_OTHER", None)}, "a method no route allows matches no route"
+    names = set().union(*(export.metrics() for export in otlp_receiver.metric_exports))
+    assert {"process.cpu.time", "process.memory.usage", "process.thread.count", "cpython.gc.pause.time"} <= names
+
+
+def test_standard_otlp_metrics_settings_are_honoured(make_app, otlp_receiver):
+    app = make_app(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9/never",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": otlp_receiver.url + "/custom/metrics",
+            "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "x-collector-token=fake%20token",
+            "HONEYCOMB_API_KEY": HONEYCOMB_KEY,
+        }
+    )
+    app.test_client().get("/api/activities/home")
+    app.extensions["cruddur"].telemetry.shutdown(timeout=5)
+    [export] = otlp_receiver.metric_exports
+    assert export.path == "/custom/metrics", "a signal endpoint is used as given"
+    assert export.headers["x-collector-token"] == "fake token"
+    assert "x-honeycomb-team" not in export.headers and "x-honeycomb-dataset" not in export.headers
+
+
+def test_metrics_exporter_none_keeps_traces_and_sends_no_metrics(make_app, otlp_receiver):
+    app = make_app({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url, "OTEL_METRICS_EXPORTER": "none"})
+    app.test_client().get("/api/activities/home")
+    app.extensions["cruddur"].telemetry.shutdown()
+    assert otlp_receiver.spans() and otlp_receiver.metric_exports == []
+    assert app.extensions["cruddur"].telemetry.metrics is None
+
+
+def test_metrics_are_off_unless_configured_and_say_so_once(make_app, capsys):
+    app = make_app()
+    assert app.extensions["cruddur"].telemetry.metrics is None
+    lines = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines() if "Metrics:" in line]
+    assert len(lines) == 1 and lines[0].startswith("telemetry: Metrics: off")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("OTEL_METRICS_EXPORTER", "prometheus"), ("OTEL_METRIC_EXPORT_INTERVAL", "0")]
+)
+def test_unusable_metrics_settings_stop_the_start_with_a_clear_error(make_app, name, value):
+    with pytest.raises(ConfigError, match=name):
+        make_app({name: value})
+
+
+def test_a_route_line_has_at_most_100_values_however_spread_the_latencies():
+    lines: list[str] = []
+    exporter = EmfExporter("backend-flask", lambda line, _ms: lines.append(line))
+    reader = PeriodicExportingMetricReader(exporter, math.inf)
+    provider = MeterProvider(metric_readers=[reader])
+    histogram = provider.get_meter("test").create_histogram(emf.DURATION, unit="s")
+    latencies = [10 ** (-6 + 9 * i / 4999) for i in range(5000)] + [0.0] * 3
+    for index, seconds in enumerate(latencies):
+        status = 500 if index % 10 == 0 else 200
+        histogram.record(seconds, {"http.route": "/api/x", "http.response.status_code": status})
+    reader.collect()
+    provider.shutdown()
+    [document] = [json.loads(line) for line in lines if "Route" in line]
+    assert emf_errors(document) == []
+    latency = document["Latency"]
+    assert len(latency["Values"]) <= 100
+    assert sum(latency["Counts"]) == document["Requests"] == len(latencies)
+    assert document["Errors5xx"] == len(range(0, len(latencies), 10))
+    assert latency["Min"] == 0 and latency["Max"] == pytest.approx(1000 * 1000)
+    assert latency["Values"] == sorted(latency["Values"])
+    median = latency["Values"][_index_of_rank(latency["Counts"], len(latencies) // 2)]
+    assert median == pytest.approx(10 ** (-6 + 4.5) * 1000, rel=0.5), "buckets keep the shape of the distribution"
+
+
+def _index_of_rank(counts: list[int], rank: int) -> int:
+    seen = 0
+    for index, count in enumerate(counts):
+        seen += count
+        if seen > rank:
+            return index
+    return len(counts) - 1
