@@ -168,6 +168,7 @@ def _start_otel(
     app: Flask, telemetry: Telemetry, sampler: Sampler, exporter: SpanExporter | None, version: str, environment: str
 ) -> None:
     otel_settings = telemetry.settings.otel
+    otel.use_stable_http_conventions(otel_settings.semconv_opt_in)
     processor = telemetry.processor = otel.build_processor(otel_settings, exporter)
     provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processor)
     otel.instrument(app, provider, otel_settings.excluded_urls)

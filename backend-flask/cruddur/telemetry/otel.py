@@ -6,7 +6,10 @@ OpenTelemetry has no other way to share: the text-map propagator and the `reques
 
 from __future__ import annotations
 
-from flask import Flask
+import os
+from collections.abc import Mapping
+
+from flask import Flask, request
 from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -18,6 +21,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Span
+from opentelemetry.util.http import sanitize_method
 
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
 from cruddur.telemetry.scrub import scrub_query, scrub_url
@@ -96,6 +100,41 @@ def scrub_span_urls(span: Span, *_: object) -> None:
                 span.set_attribute(key, clean)
 
 
+#: Which HTTP attribute names the instrumentations write; `http` (today's stable names) unless the user
+#: chose, e.g. `http/dup` to also write the old ones (`http.method`, `http.target`, ...).
+SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+
+
+def use_stable_http_conventions(user_choice: str | None) -> None:
+    """Opt the HTTP instrumentations into the stable conventions unless the user set the variable.
+
+    They read it from the process environment, once per process, when the first of them is set up
+    (`_OpenTelemetrySemanticConventionStability._initialize`), so it goes there, before them.
+    """
+    os.environ[SEMCONV_OPT_IN] = user_choice or "http"
+
+
+def name_unrouted_requests(span: Span, environ: Mapping[str, object]) -> None:
+    """A request no route matches is named by its method alone (`GET`), as the conventions say:
+    a scanner's `GET /wp-admin/setup-config.php` must not become a span name of its own."""
+    if request.url_rule is None and span.is_recording():
+        method = sanitize_method(str(environ.get("REQUEST_METHOD", "")).strip())
+        span.update_name("HTTP" if method == "_OTHER" else method)
+
+
+def finish_server_span(span: Span, *_: object) -> None:
+    """The scrub list on the server span's URLs, and `server.address` without the Host header's port
+    (the WSGI instrumentation copies the header whole; the conventions keep the port in `server.port`)."""
+    if not span.is_recording():
+        return
+    scrub_span_urls(span)
+    address = span.attributes.get("server.address")
+    if isinstance(address, str) and address[-1:].isdigit():
+        host, sep, port = address.rpartition(":")
+        if sep and port.isdigit() and (":" not in host or host.startswith("[")):
+            span.set_attribute("server.address", host.removeprefix("[").removesuffix("]"))
+
+
 def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None:
     """Server spans for the app, client spans and context headers for outgoing `requests` calls."""
     propagate.set_global_textmap(PROPAGATOR)
@@ -104,7 +143,8 @@ def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None
         tracer_provider=provider,
         excluded_urls=excluded_urls,
         enable_commenter=False,
-        response_hook=scrub_span_urls,
+        request_hook=name_unrouted_requests,
+        response_hook=finish_server_span,
     )
     requests_instrumentor = RequestsInstrumentor()
     if requests_instrumentor.is_instrumented_by_opentelemetry:

@@ -75,6 +75,7 @@ class OtelSettings:
     sampler_arg: str | None
     bsp: Mapping[str, int]
     resource_attributes: Mapping[str, str]
+    semconv_opt_in: str | None
     why_off: str | None
 
     @classmethod
@@ -113,6 +114,7 @@ class OtelSettings:
             "sampler_arg": environ.get("OTEL_TRACES_SAMPLER_ARG") or None,
             "bsp": bsp,
             "resource_attributes": resource_attributes,
+            "semconv_opt_in": environ.get("OTEL_SEMCONV_STABILITY_OPT_IN") or None,
             "timeout_seconds": positive_number(environ, timeout_name, None),
         }
         if flag(environ, "OTEL_SDK_DISABLED", False):
