@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,6 +36,10 @@ class ReceivedExport:
         return {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
 
 
+#: Checks a request before it is taken: (path, lower-cased headers, raw body) -> why it is refused, or None.
+Authorize = Callable[[str, dict[str, str], bytes], str | None]
+
+
 @dataclass
 class ReceivedMetrics:
     path: str
@@ -56,12 +62,17 @@ class ReceivedMetrics:
 
 @dataclass
 class FakeOtlpReceiver:
-    """`mode`: "ok" answers 200; "error" 503; "throttle" 429; "slow" waits `delay` then 200; "hang" never answers."""
+    """`mode`: "ok" answers 200; "error" 503; "throttle" 429; "slow" waits `delay` then 200; "hang" never answers.
+
+    With `authorize`, a request it refuses gets 403 and a JSON message, and is kept in `refused`.
+    """
 
     mode: str = "ok"
     delay: float = 0.5
     exports: list[ReceivedExport] = field(default_factory=list)
     metric_exports: list[ReceivedMetrics] = field(default_factory=list)
+    authorize: Authorize | None = None
+    refused: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -75,6 +86,16 @@ class FakeOtlpReceiver:
                     return
                 if receiver.mode == "slow":
                     time.sleep(receiver.delay)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                if receiver.authorize is not None and (why := receiver.authorize(self.path, headers, body)):
+                    receiver.refused.append(why)
+                    message = json.dumps({"message": why}).encode()
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(message)))
+                    self.end_headers()
+                    self.wfile.write(message)
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if receiver.mode in {"error", "throttle"}:
@@ -82,7 +103,6 @@ class FakeOtlpReceiver:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                headers = {k.lower(): v for k, v in self.headers.items()}
                 if self.path.rstrip("/").endswith("metrics"):  # /v1/metrics, or a custom metrics path
                     metrics = ExportMetricsServiceRequest()
                     metrics.ParseFromString(body)

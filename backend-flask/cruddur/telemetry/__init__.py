@@ -25,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
-from cruddur.telemetry import cloudwatch, logs, metrics, otel
+from cruddur.telemetry import cloudwatch, logs, metrics, otel, xray_otlp
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.rollbar_reporter import RollbarReporter
 from cruddur.telemetry.sampling import build_sampler
@@ -47,6 +47,8 @@ class Telemetry:
         self.tracing = tracing
         self.processor: SpanProcessor | None = None
         self.xray_middleware = None
+        self.xray_off: str | None = None
+        self.xray_destination: xray_otlp.Destination | None = None
         self.cloudwatch = None
         self.cloudwatch_off: str | None = None
         self.rollbar = None
@@ -139,11 +141,19 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     telemetry.sampling_description = sampling_description
 
     test_exporter = app.config.get(TEST_SPAN_EXPORTER)
-    otel_on = otel_settings.enabled or (test_exporter is not None and not otel_settings.sdk_disabled)
+    if telemetry_settings.xray.otlp:
+        telemetry.xray_destination, telemetry.xray_off = xray_otlp.start(
+            telemetry_settings.xray, otel_settings.timeout_seconds
+        )
+    otel_on = (
+        otel_settings.enabled
+        or telemetry.xray_destination is not None
+        or (test_exporter is not None and not otel_settings.sdk_disabled)
+    )
     if otel_on:
         _start_otel(app, telemetry, sampler, test_exporter, version, settings.environment)
     request_telemetry = RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
-    if telemetry_settings.xray.enabled:
+    if telemetry_settings.xray.sdk:
         _start_xray(app, telemetry)
     telemetry.cloudwatch_off = cloudwatch.missing_setting(telemetry_settings.cloudwatch)
     if telemetry.cloudwatch_off is None:
@@ -154,7 +164,9 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     _start_metrics(telemetry, request_telemetry, version, settings.environment)
 
     log.info("telemetry: %s", "OpenTelemetry: on, test exporter" if test_exporter else otel_settings.describe())
-    log.info("telemetry: %s", telemetry_settings.xray.describe())
+    (log.warning if telemetry.xray_off else log.info)(
+        "telemetry: %s", telemetry_settings.xray.describe(telemetry.xray_off)
+    )
     log.info("telemetry: sampling %s", sampling_description)
     cloudwatch_line = telemetry_settings.cloudwatch.describe(telemetry.cloudwatch_off)
     (log.info if telemetry.cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_line)
@@ -169,7 +181,7 @@ def _start_otel(
 ) -> None:
     otel_settings = telemetry.settings.otel
     otel.use_stable_http_conventions(otel_settings.semconv_opt_in)
-    processor = telemetry.processor = otel.build_processor(otel_settings, exporter)
+    processor = telemetry.processor = otel.build_processor(otel_settings, exporter, telemetry.xray_destination)
     provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processor)
     otel.instrument(app, provider, otel_settings.excluded_urls)
     telemetry.tracing.tracer = provider.get_tracer("cruddur")
@@ -177,7 +189,7 @@ def _start_otel(
 
 
 def _start_xray(app: Flask, telemetry: Telemetry) -> None:
-    # Imported here: the X-Ray SDK is loaded only by apps that use it (not in CRUDDUR_XRAY_MODE=otel).
+    # Imported here: the X-Ray SDK is loaded only by apps that use it (CRUDDUR_XRAY_MODE=sdk).
     from cruddur.telemetry import xray
 
     recorder = xray.build_recorder(telemetry.settings.xray)

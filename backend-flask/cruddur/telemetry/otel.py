@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Span
 from opentelemetry.util.http import sanitize_method
 
+from cruddur.telemetry import xray_otlp
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
 from cruddur.telemetry.scrub import scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
@@ -66,13 +67,21 @@ def build_resource(settings: OtelSettings, version: str, environment: str) -> Re
 EXPORT_BATCH_SIZE = 128
 
 
-def build_processor(settings: OtelSettings, exporter: SpanExporter | None) -> SpanProcessor:
-    """A batching processor on the OTLP exporter; a test's own exporter gets spans synchronously."""
+def build_processor(
+    settings: OtelSettings, exporter: SpanExporter | None, xray: xray_otlp.Destination | None = None
+) -> SpanProcessor:
+    """A batching processor on the OTLP exporter; a test's own exporter gets spans synchronously.
+    With X-Ray's OTLP endpoint too, each batch is encoded once and the bytes posted to both."""
     if exporter is not None:
         return SimpleSpanProcessor(exporter)
-    otlp = OTLPSpanExporter(
-        endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds
+    otlp = (
+        OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds)
+        if settings.enabled
+        else None
     )
+    if xray is not None:
+        others = [xray_otlp.Destination(settings.destination, otlp)] if otlp is not None else []
+        otlp = xray_otlp.SharedBytesExporter([*others, xray])
     # Our smaller default batch must still fit a smaller queue (the SDK refuses batch > queue).
     queue = settings.bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
     return BatchSpanProcessor(otlp, **{"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp})

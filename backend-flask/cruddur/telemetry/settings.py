@@ -202,8 +202,25 @@ def platform_plugins(environ: Mapping[str, str]) -> tuple[str, ...]:
     return ()
 
 
+#: `CRUDDUR_XRAY_MODE`: segments from the X-Ray SDK to a daemon; OTEL spans to a collector that
+#: converts them; OTEL spans straight to X-Ray's OTLP endpoint, signed SigV4.
+XRAY_MODES = ("sdk", "otel", "otlp")
+XRAY_OTLP_ENDPOINT = "https://xray.{region}.amazonaws.com/v1/traces"
+
+
+def xray_otlp_endpoint(region: str, endpoint_url: str | None) -> str:
+    """X-Ray's OTLP traces URL in `region`; an `AWS_ENDPOINT_URL_XRAY`/`AWS_ENDPOINT_URL` base URL
+    (boto3's meaning: the service's root, for proxies and tests) gets `/v1/traces` appended."""
+    if not endpoint_url:
+        return XRAY_OTLP_ENDPOINT.format(region=region)
+    base = endpoint_url.rstrip("/")
+    return base if base.endswith(f"/{TRACES_PATH}") else f"{base}/{TRACES_PATH}"
+
+
 @dataclass(frozen=True)
 class XRaySettings:
+    """`enabled` says X-Ray receives traces in this mode; `mode` says how (the SDK only in `sdk`)."""
+
     enabled: bool
     mode: str
     daemon_address: str | None
@@ -211,20 +228,30 @@ class XRaySettings:
     dynamic_naming: str | None
     why_off: str | None
     plugins: tuple[str, ...] = ()
+    region: str | None = None
+    otlp_endpoint: str | None = None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], otel_service_name: str) -> XRaySettings:
+    def from_environ(
+        cls, environ: Mapping[str, str], otel_service_name: str, otel_sdk_disabled: bool = False
+    ) -> XRaySettings:
         daemon = environ.get("AWS_XRAY_DAEMON_ADDRESS") or None
         mode = (environ.get("CRUDDUR_XRAY_MODE") or "sdk").strip().lower()
-        if mode not in {"sdk", "otel"}:
-            raise ConfigError(f"CRUDDUR_XRAY_MODE={mode!r} must be sdk or otel")
+        if mode not in XRAY_MODES:
+            raise ConfigError(f"CRUDDUR_XRAY_MODE={mode!r} must be one of {', '.join(XRAY_MODES)}")
+        region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
         why_off = None
         if not flag(environ, "AWS_XRAY_SDK_ENABLED", True):
             why_off = "AWS_XRAY_SDK_ENABLED=false"
         elif mode == "otel":
             why_off = "CRUDDUR_XRAY_MODE=otel: spans reach X-Ray through the collector's awsxray exporter"
-        elif not daemon:
+        elif mode == "otlp" and otel_sdk_disabled:
+            why_off = "OTEL_SDK_DISABLED=true, and CRUDDUR_XRAY_MODE=otlp sends X-Ray the OpenTelemetry spans"
+        elif mode == "otlp" and not region:
+            why_off = "CRUDDUR_XRAY_MODE=otlp needs AWS_REGION: X-Ray's OTLP endpoint is regional"
+        elif mode == "sdk" and not daemon:
             why_off = "set AWS_XRAY_DAEMON_ADDRESS, e.g. 127.0.0.1:2000, to send segments to an X-Ray daemon"
+        endpoint_url = environ.get("AWS_ENDPOINT_URL_XRAY") or environ.get("AWS_ENDPOINT_URL") or None
         return cls(
             enabled=why_off is None,
             mode=mode,
@@ -232,12 +259,30 @@ class XRaySettings:
             service_name=environ.get("AWS_XRAY_TRACING_NAME") or otel_service_name,
             dynamic_naming=environ.get("AWS_XRAY_URL") or None,
             why_off=why_off,
-            plugins=platform_plugins(environ) if why_off is None else (),
+            plugins=platform_plugins(environ) if why_off is None and mode == "sdk" else (),
+            region=region,
+            otlp_endpoint=xray_otlp_endpoint(region, endpoint_url) if mode == "otlp" and region else None,
         )
 
-    def describe(self) -> str:
-        if not self.enabled:
-            return f"AWS X-Ray: off ({self.why_off})"
+    @property
+    def sdk(self) -> bool:
+        """Whether this process loads the X-Ray SDK and sends segments to a daemon."""
+        return self.enabled and self.mode == "sdk"
+
+    @property
+    def otlp(self) -> bool:
+        """Whether spans go straight to X-Ray's OTLP endpoint (credentials are checked at start)."""
+        return self.enabled and self.mode == "otlp"
+
+    def describe(self, missing: str | None = None) -> str:
+        """`missing`: what was found wanting at start, such as credentials (see `xray_otlp`)."""
+        if not self.enabled or missing:
+            return f"AWS X-Ray: off ({missing or self.why_off})"
+        if self.mode == "otlp":
+            return (
+                f"AWS X-Ray: on, CRUDDUR_XRAY_MODE=otlp: spans over OTLP to {self.otlp_endpoint}, "
+                f"signed SigV4 for {self.region} (no SDK, no daemon)"
+            )
         naming = f", segment names from hosts matching {self.dynamic_naming!r}" if self.dynamic_naming else ""
         platform = f", platform metadata from {', '.join(self.plugins)}" if self.plugins else ""
         return (
@@ -427,7 +472,7 @@ class TelemetrySettings:
         otel = OtelSettings.from_environ(environ)
         return cls(
             otel=otel,
-            xray=XRaySettings.from_environ(environ, otel.service_name),
+            xray=XRaySettings.from_environ(environ, otel.service_name, otel.sdk_disabled),
             sampling=SamplingSettings.from_environ(environ),
             cloudwatch=CloudWatchSettings.from_environ(environ),
             rollbar=RollbarSettings.from_environ(environ, environment, version),
