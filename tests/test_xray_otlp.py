@@ -8,6 +8,7 @@ decoded as OTLP protobuf and compared with what the Honeycomb fake received.
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from cruddur.config import ConfigError
 from cruddur.telemetry import xray_otlp
 from cruddur.telemetry.settings import XRaySettings
 from tests.support.otlp import FakeOtlpReceiver
+from tests.support.recording import RecordingServer
 from tests.support.server import BACKEND, Gunicorn
 from tests.support.sigv4 import SigV4Verifier
 
@@ -371,3 +373,65 @@ def test_otlp_mode_needs_the_opentelemetry_sdk():
         {"CRUDDUR_XRAY_MODE": "otlp", "AWS_REGION": "us-east-1"}, "backend-flask", otel_sdk_disabled=True
     )
     assert not settings.enabled and "OTEL_SDK_DISABLED" in settings.why_off
+
+
+# --- flask telemetry status | check ----------------------------------------------------------------
+
+
+def cli(app, *args: str) -> tuple[int, str]:
+    result = app.test_cli_runner().invoke(args=["telemetry", *args])
+    return result.exit_code, result.output
+
+
+def xray_report(output: str) -> dict:
+    report = json.loads(output.strip().splitlines()[-1])
+    [xray] = [tool for tool in report["tools"] if tool["tool"] == "AWS X-Ray"]
+    return xray
+
+
+def test_status_names_the_mode_and_the_endpoint(make_app, aws_keys, xray_endpoint):
+    code, output = cli(make_app(otlp_mode(xray_endpoint)), "status", "--json")
+    assert code == 0
+    status = json.loads(output.strip().splitlines()[-1])
+    assert "CRUDDUR_XRAY_MODE=otlp" in status["xray"] and f"{xray_endpoint.url}/v1/traces" in status["xray"]
+
+
+def test_status_says_why_xray_is_off_without_credentials(make_app, xray_endpoint):
+    code, output = cli(make_app(otlp_mode(xray_endpoint)), "status", "--json")
+    assert code == 0
+    status = json.loads(output.strip().splitlines()[-1])
+    assert status["xray"].startswith("AWS X-Ray: off (CRUDDUR_XRAY_MODE=otlp found no AWS credentials")
+
+
+def test_check_proves_the_credentials_sign_and_the_endpoint_takes_a_test_span(make_app, aws_keys, xray_endpoint):
+    code, output = cli(make_app(otlp_mode(xray_endpoint)), "check", "--json")
+    xray = xray_report(output)
+    assert code == 0 and xray["state"] == "ok", xray
+    credentials, test_span = xray["steps"]
+    assert credentials["detail"] == "from env, access key …0001, signing for us-east-1"
+    assert test_span["detail"].startswith(f"accepted by {xray_endpoint.url}/v1/traces (trace 1-")
+    assert [span.name for span in xray_endpoint.spans()] == ["cruddur-telemetry-check"]
+    assert SECRET_KEY not in output
+
+
+def test_check_names_a_refused_signature_and_the_fix(make_app, monkeypatch, xray_endpoint):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-aws-knows")
+    code, output = cli(make_app(otlp_mode(xray_endpoint)), "check", "--json")
+    assert code == 1
+    [_, test_span] = xray_report(output)["steps"]
+    assert test_span["detail"].startswith("X-Ray refused the request (403): The request signature we calculated")
+    assert "xray:PutTraceSegments" in test_span["fix"]
+
+
+def test_check_points_at_transaction_search_when_the_endpoint_refuses_otlp(make_app, aws_keys):
+    refusing = RecordingServer(status=400, reply={"message": "Transaction Search is not enabled"})
+    try:
+        code, output = cli(make_app(otlp_mode(refusing)), "check", "--json")
+    finally:
+        refusing.close()
+    assert code == 1
+    [_, test_span] = xray_report(output)["steps"]
+    assert "answered 400" in test_span["detail"] and "Transaction Search is not enabled" in test_span["detail"]
+    assert "aws/bin/xray-setup --transaction-search" in test_span["fix"]
+    assert refusing.requests[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKEFORTESTS0001/")

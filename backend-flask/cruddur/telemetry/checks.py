@@ -11,22 +11,26 @@ import json
 import platform
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import boto3
 import botocore.exceptions
 import requests
+from botocore.credentials import Credentials
+from google.protobuf.message import DecodeError
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.extension.aws.trace import AwsXRayIdGenerator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cruddur.telemetry import xray_otlp
 from cruddur.telemetry.cloudwatch import boto_config
-from cruddur.telemetry.settings import HONEYCOMB_DEFAULT_ENDPOINT, TelemetrySettings
+from cruddur.telemetry.settings import HONEYCOMB_DEFAULT_ENDPOINT, TelemetrySettings, XRaySettings, key_hint
 
 TIMEOUT_SECONDS = 5.0
 CHECK_NAME = "cruddur-telemetry-check"
@@ -112,19 +116,25 @@ def _honeycomb_auth(settings: TelemetrySettings) -> str:
     return f"team {team!r}, environment {environment!r}"
 
 
-def _export_test_span(settings: TelemetrySettings) -> str:
+def _test_span(service_name: str) -> tuple[Sequence[ReadableSpan], str]:
+    """One finished span named `CHECK_NAME`, with an X-Ray trace id, and that id in hex."""
     memory = InMemorySpanExporter()
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.otel.service_name}), id_generator=AwsXRayIdGenerator()
+        resource=Resource.create({"service.name": service_name}), id_generator=AwsXRayIdGenerator()
     )
     provider.add_span_processor(SimpleSpanProcessor(memory))
     with provider.get_tracer("cruddur.telemetry.check").start_as_current_span(CHECK_NAME) as span:
         span.set_attribute("app.check", True)
+    return memory.get_finished_spans(), format(span.get_span_context().trace_id, "032x")
+
+
+def _export_test_span(settings: TelemetrySettings) -> str:
+    spans, trace_hex = _test_span(settings.otel.service_name)
     exporter = OTLPSpanExporter(
         endpoint=settings.otel.endpoint, headers=dict(settings.otel.headers), timeout=TIMEOUT_SECONDS
     )
     try:
-        result = exporter.export(memory.get_finished_spans())
+        result = exporter.export(spans)
     finally:
         exporter.shutdown()
     if result is not SpanExportResult.SUCCESS:
@@ -132,7 +142,7 @@ def _export_test_span(settings: TelemetrySettings) -> str:
             f"the test span was not accepted by {settings.otel.endpoint}",
             "check the endpoint and its headers (OTEL_EXPORTER_OTLP_* or HONEYCOMB_API_KEY); the app's log has details",
         )
-    return f"exported to {settings.otel.endpoint} (trace {format(span.get_span_context().trace_id, '032x')})"
+    return f"exported to {settings.otel.endpoint} (trace {trace_hex})"
 
 
 def _daemon_host_port(address: str) -> tuple[str, int]:
@@ -145,6 +155,11 @@ def check_xray(settings: TelemetrySettings) -> ToolReport:
     if not xray.enabled:
         return ToolReport("AWS X-Ray", "off", off_because=xray.why_off)
     report = ToolReport("AWS X-Ray", "ok")
+    if xray.mode == "otlp":
+        found: list[Credentials] = []
+        if report.run("credentials", lambda: _xray_credentials(xray, found)):
+            report.run("test span", lambda: _post_xray_test_span(xray, found[0]))
+        return report
     if report.run("daemon", lambda: _daemon_answers(xray.daemon_address)):
         report.run("test segment", lambda: _send_test_segment(xray.daemon_address, xray.service_name))
     return report
@@ -189,6 +204,64 @@ def _send_test_segment(address: str, service_name: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.sendto(datagram.encode(), (host, port))
     return f"sent over UDP (trace {segment['trace_id']}); UDP has no reply, look for it in the X-Ray console"
+
+
+def _xray_credentials(xray: XRaySettings, found: list[Credentials]) -> str:
+    """The credentials the app signs with: boto3's chain, as the app resolves it."""
+    credentials, missing = xray_otlp.resolve_credentials(xray.region)
+    if credentials is None:
+        raise CheckFailed(missing, "give this process AWS credentials allowed xray:PutTraceSegments")
+    access_key = credentials.get_frozen_credentials().access_key
+    found.append(credentials)
+    return f"from {credentials.method}, access key {key_hint(access_key)}, signing for {xray.region}"
+
+
+def _post_xray_test_span(xray: XRaySettings, credentials: Credentials) -> str:
+    """One signed OTLP request, as the app sends them; AWS checks the signature and the permission."""
+    spans, trace_hex = _test_span(xray.service_name)
+    session = xray_otlp.SigV4Session(credentials, xray.region)
+    try:
+        response = session.post(
+            xray.otlp_endpoint,
+            data=xray_otlp.encode(spans),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=TIMEOUT_SECONDS,
+        )
+    except requests.RequestException as error:
+        raise CheckFailed(
+            f"cannot reach {xray.otlp_endpoint}: {type(error).__name__}",
+            "check AWS_REGION (and AWS_ENDPOINT_URL_XRAY) and that this host can reach it",
+        ) from None
+    finally:
+        session.close()
+    message = _aws_message(response)
+    if response.status_code == 403:
+        raise CheckFailed(
+            f"X-Ray refused the request (403): {message}",
+            "allow xray:PutTraceSegments (AWSXrayWriteOnlyAccess) for these credentials, and check the clock",
+        )
+    if response.status_code != 200:
+        raise CheckFailed(
+            f"{xray.otlp_endpoint} answered {response.status_code}: {message}",
+            "X-Ray takes OTLP only with Transaction Search on: run aws/bin/xray-setup --transaction-search",
+        )
+    reply = ExportTraceServiceResponse()
+    with contextlib.suppress(DecodeError):
+        reply.ParseFromString(response.content)
+    if reply.partial_success.rejected_spans:
+        raise CheckFailed(f"X-Ray rejected the test span: {reply.partial_success.error_message}", "see X-Ray's message")
+    return (
+        f"accepted by {xray.otlp_endpoint} (trace 1-{trace_hex[:8]}-{trace_hex[8:]}); "
+        "find it in CloudWatch → Transaction Search"
+    )
+
+
+def _aws_message(response: requests.Response) -> str:
+    """The `message` of an AWS JSON error, or the start of whatever else the body is."""
+    with contextlib.suppress(ValueError, AttributeError):
+        body = response.json()
+        return str(body.get("message") or body.get("Message") or response.text)[:200]
+    return response.text[:200].strip()
 
 
 def check_cloudwatch(settings: TelemetrySettings, missing: str | None) -> ToolReport:

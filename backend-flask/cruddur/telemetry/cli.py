@@ -32,7 +32,7 @@ def status(as_json: bool) -> None:
     settings = telemetry.settings
     lines = {
         "opentelemetry": settings.otel.describe(),
-        "xray": settings.xray.describe(),
+        "xray": settings.xray.describe(telemetry.xray_off),
         "sampling": f"Sampling: {telemetry.sampling_description}",
         "cloudwatch": settings.cloudwatch.describe(telemetry.cloudwatch_off),
         "rollbar": settings.rollbar.describe(),
