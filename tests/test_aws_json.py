@@ -169,12 +169,22 @@ elif args[:2] == ["xray", "get-group"]:
     print("Cruddur")
 elif args[:2] == ["xray", "update-group"]:
     print(ARN + "group/Cruddur/ABC")
+elif args[:2] == ["sts", "get-caller-identity"]:
+    print("arn:aws:iam::123456789012:user/cruddur-dev")
+elif args[:2] == ["logs", "put-resource-policy"]:
+    print("{}")
+elif args[:2] == ["xray", "get-trace-segment-destination"]:
+    print(os.environ.get("FAKE_AWS_DESTINATION", "XRay"))
+elif args[:2] == ["xray", "update-trace-segment-destination"]:
+    print("PENDING")
 else:
     fail("InvalidArgument", "the fake does not know " + " ".join(args))
 """
 
 
-def run_setup(tmp_path: Path, **fake_settings: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
+def run_setup(
+    tmp_path: Path, *arguments: str, **fake_settings: str
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     """Run xray-setup from another folder with the fake `aws` first on PATH; return it and the calls."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -191,7 +201,13 @@ def run_setup(tmp_path: Path, **fake_settings: str) -> tuple[subprocess.Complete
         **fake_settings,
     }
     completed = subprocess.run(
-        [str(SETUP_SCRIPT)], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path, env=environment
+        [str(SETUP_SCRIPT), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=environment,
     )
     calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     return completed, calls
@@ -249,3 +265,72 @@ def test_setup_reports_other_errors_and_updates_nothing(tmp_path):
     assert [call[1] for call in calls] == ["create-sampling-rule", "get-sampling-rules"]
     assert "AccessDeniedException" in completed.stderr
     assert "could not create sampling rule Cruddur" in completed.stderr
+
+
+# --- aws/bin/xray-setup --transaction-search -------------------------------------------------------
+
+POLICY_FILE = REPO / "aws" / "json" / "transaction-search-policy.json"
+SPANS_GROUPS = ("aws/spans", "/aws/application-signals/data")
+
+
+def logs_validation_errors(operation: str, params: dict[str, Any]) -> str:
+    model = botocore.session.get_session().get_service_model("logs")
+    return ParamValidator().validate(params, model.operation_model(operation).input_shape).generate_report()
+
+
+def test_transaction_search_policy_lets_only_xray_write_the_span_log_groups():
+    [statement] = load(POLICY_FILE)["Statement"]
+    assert statement["Principal"] == {"Service": "xray.amazonaws.com"}
+    assert statement["Action"] == "logs:PutLogEvents"
+    assert statement["Resource"] == [
+        f"arn:${{Partition}}:logs:${{Region}}:${{AccountId}}:log-group:{group}:*" for group in SPANS_GROUPS
+    ]
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "${AccountId}"}
+
+
+def test_transaction_search_is_turned_on_for_this_account_and_region(tmp_path):
+    completed, calls = run_setup(tmp_path, "--transaction-search")
+    assert completed.returncode == 0, completed.stderr
+    assert [call[:2] for call in calls][2:] == [
+        ["sts", "get-caller-identity"],
+        ["logs", "put-resource-policy"],
+        ["xray", "get-trace-segment-destination"],
+        ["xray", "update-trace-segment-destination"],
+    ]
+    put_policy = calls[3]
+    params = {
+        "policyName": option(put_policy, "--policy-name"),
+        "policyDocument": option(put_policy, "--policy-document"),
+    }
+    assert logs_validation_errors("PutResourcePolicy", params) == ""
+    [statement] = json.loads(params["policyDocument"])["Statement"]
+    assert statement["Resource"] == [
+        f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:*" for group in SPANS_GROUPS
+    ]
+    assert statement["Condition"] == {
+        "ArnLike": {"aws:SourceArn": "arn:aws:xray:us-east-1:123456789012:*"},
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+    }
+    update = calls[5]
+    assert option(update, "--destination") == "CloudWatchLogs"
+    assert xray_validation_errors("UpdateTraceSegmentDestination", {"Destination": "CloudWatchLogs"}) == ""
+    assert "turned Transaction Search on in us-east-1 (PENDING)" in completed.stdout
+
+
+def test_transaction_search_already_on_is_left_as_it_is(tmp_path):
+    completed, calls = run_setup(tmp_path, "--transaction-search", FAKE_AWS_DESTINATION="CloudWatchLogs")
+    assert completed.returncode == 0, completed.stderr
+    assert ["xray", "update-trace-segment-destination"] not in [call[:2] for call in calls]
+    assert "Transaction Search is already on in us-east-1" in completed.stdout
+
+
+def test_without_the_flag_transaction_search_is_not_touched(tmp_path):
+    completed, calls = run_setup(tmp_path)
+    assert completed.returncode == 0
+    assert {call[0] for call in calls} == {"xray"} and len(calls) == 2
+
+
+def test_an_unknown_argument_is_refused_before_any_call(tmp_path):
+    completed, calls = run_setup(tmp_path, "--transaction-serch")
+    assert completed.returncode == 2 and "usage: aws/bin/xray-setup [--transaction-search]" in completed.stderr
+    assert calls == []

@@ -58,6 +58,7 @@ BACKEND_ENVIRONMENT = (
     "HONEYCOMB_METRICS_DATASET",
     "CRUDDUR_METRICS_EMF",
     "CRUDDUR_XRAY_MODE",
+    "AWS_ENDPOINT_URL_XRAY",
     "AWS_XRAY_DAEMON_ADDRESS",
     "AWS_XRAY_URL",
     "AWS_XRAY_SDK_ENABLED",
@@ -279,6 +280,19 @@ def test_backend_sends_segments_to_the_daemon_service():
     assert bind.rpartition(":")[2] == port
     depends_on = service("backend-flask")["depends_on"]
     assert "xray-daemon" in depends_on
+
+
+NO_DAEMON_COMMAND = "CRUDDUR_XRAY_MODE=otlp docker compose up --no-deps backend-flask"
+
+
+def test_otlp_mode_runs_without_the_daemon():
+    """The daemon is the backend's only dependency, so `--no-deps` leaves out the daemon and nothing
+    else; the mode and X-Ray's endpoint override reach the container from the host."""
+    assert service("backend-flask")["depends_on"] == ["xray-daemon"]
+    environment = environment_of("backend-flask")
+    assert environment["CRUDDUR_XRAY_MODE"] is None and environment["AWS_ENDPOINT_URL_XRAY"] is None
+    assert NO_DAEMON_COMMAND in COMPOSE_FILE.read_text(encoding="utf-8")
+    assert NO_DAEMON_COMMAND in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_variable_list_has_no_duplicates():
