@@ -42,8 +42,9 @@ REQUESTS = [
 
 @pytest.fixture(autouse=True)
 def cloudwatch_to_moto(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A region and credentials turn CloudWatch Logs on too; its lines go to moto, not to AWS."""
+    """A region and credentials turn CloudWatch Logs on too: its lines, and its check's STS call, go to moto."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_server)
 
 
 @pytest.fixture
@@ -406,7 +407,7 @@ def test_status_says_why_xray_is_off_without_credentials(make_app, xray_endpoint
 def test_check_proves_the_credentials_sign_and_the_endpoint_takes_a_test_span(make_app, aws_keys, xray_endpoint):
     code, output = cli(make_app(otlp_mode(xray_endpoint)), "check", "--json")
     xray = xray_report(output)
-    assert code == 0 and xray["state"] == "ok", xray
+    assert code == 0 and xray["state"] == "ok", output
     credentials, test_span = xray["steps"]
     assert credentials["detail"] == "from env, access key …0001, signing for us-east-1"
     assert test_span["detail"].startswith(f"accepted by {xray_endpoint.url}/v1/traces (trace 1-")
