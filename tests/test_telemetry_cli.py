@@ -207,3 +207,49 @@ def test_spend_command_measures_and_prints_the_table(make_app):
     for tool in ("Honeycomb", "X-Ray (recorded)", "CloudWatch Logs", "Rollbar"):
         assert any(line.startswith(tool) for line in output.splitlines()), tool
     assert "20,000,000 events" in output and "5 GB ingested" in output
+
+
+def test_spend_counts_metric_events_emf_bytes_and_custom_metrics():
+    emitted = spend.Emitted(
+        spans=4.0,
+        xray_documents=1.0,
+        log_bytes=500.0,
+        error_log_bytes=0.0,
+        metric_series=20,
+        emf_route_line_bytes=400,
+        emf_worker_line_bytes=500,
+        routes_served=8,
+        routes=12,
+    )
+    per_day = 1 * spend.SECONDS_PER_DAY  # 60 requests a minute: every route served each minute
+    intervals = 30 * 24 * 60
+    month = per_day * 30
+    settings = TelemetrySettings.from_environ({}, "development", "1")
+    volume = {line.tool: line.monthly for line in spend.monthly_volumes(settings, emitted, per_day, 0.0, 2)[0]}
+    emf_bytes = 2 * intervals * (8 * (400 + 26) + 500 + 26)
+    assert volume["Honeycomb"] == pytest.approx(month * 4 + 2 * intervals * 20), "spans, and each process's series"
+    assert volume["CloudWatch Logs"] == pytest.approx((month * 500 + emf_bytes) / 1024**3)
+    assert volume["CloudWatch metrics"] == emitted.custom_metrics == 3 * 12 + 3 + 6
+    assert spend.custom_metrics_price(emitted) == pytest.approx((45 - 10) * 0.30)
+    quiet = spend.metric_volumes(settings, emitted, 10.0, 1)[1]
+    assert quiet == pytest.approx(intervals * (10 / 1440 * (400 + 26) + 500 + 26)), "a line per route served"
+
+    off = TelemetrySettings.from_environ(
+        {"OTEL_METRICS_EXPORTER": "none", "CRUDDUR_METRICS_EMF": "false"}, "development", "1"
+    )
+    volume = {line.tool: line.monthly for line in spend.monthly_volumes(off, emitted, per_day, 0.0, 2)[0]}
+    assert volume["Honeycomb"] == pytest.approx(month * 4)
+    assert volume["CloudWatch Logs"] == pytest.approx(month * 500 / 1024**3)
+    assert volume["CloudWatch metrics"] == 0
+
+
+def test_spend_command_measures_metrics_from_the_probe(make_app):
+    app = make_app()
+    result = app.test_cli_runner().invoke(args=["telemetry", "spend", "--requests-per-day", "100000"])
+    assert result.exit_code == 0, result.output
+    [metrics] = [line for line in result.output.splitlines() if line.startswith("Metrics per process")]
+    assert "0 OTLP data points" not in metrics and "GB of EMF" in metrics
+    rules = {r.rule for r in app.url_map.iter_rules() if r.endpoint != "static" and r.rule != "/api/health"}
+    custom = 3 * (len(rules) + 1) + 9
+    assert f"CloudWatch custom metrics: {custom} " in result.output
+    assert any(line.startswith("CloudWatch metrics") for line in result.output.splitlines())

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Flask setting (not an environment variable) through which tests hand in their own span exporter.
 TEST_SPAN_EXPORTER = "TELEMETRY_SPAN_EXPORTER"
+#: Flask setting through which `telemetry spend` hands in its own EMF sink, `write(line, timestamp_ms)`.
+TEST_EMF_WRITER = "TELEMETRY_EMF_WRITER"
 
 
 class Telemetry:
@@ -161,7 +163,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     if telemetry_settings.rollbar.enabled:
         telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar, settings.user_handle)
         telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
-    _start_metrics(telemetry, request_telemetry, version, settings.environment)
+    _start_metrics(telemetry, request_telemetry, version, settings.environment, app.config.get(TEST_EMF_WRITER))
 
     log.info("telemetry: %s", "OpenTelemetry: on, test exporter" if test_exporter else otel_settings.describe())
     (log.warning if telemetry.xray_off else log.info)(
@@ -222,9 +224,17 @@ def _tool_counts(telemetry: Telemetry) -> dict[str, dict[str, int]]:
     return counts
 
 
-def _start_metrics(telemetry: Telemetry, request_telemetry: RequestTelemetry, version: str, environment: str) -> None:
+def _start_metrics(
+    telemetry: Telemetry,
+    request_telemetry: RequestTelemetry,
+    version: str,
+    environment: str,
+    emf_writer: Callable[[str, int], None] | None,
+) -> None:
     settings = telemetry.settings
-    emf_write = telemetry.cloudwatch.emit_line if telemetry.emf_on and telemetry.cloudwatch is not None else None
+    emf_write = emf_writer
+    if emf_write is None and telemetry.emf_on and telemetry.cloudwatch is not None:
+        emf_write = telemetry.cloudwatch.emit_line
     resource = otel.build_resource(settings.otel, version, environment)
     built = telemetry.metrics = metrics.build(settings.metrics, resource, emf_write, lambda: _tool_counts(telemetry))
     if built is not None:

@@ -96,6 +96,18 @@ def spend_command(requests_per_day: float, error_rate: float, processes: int) ->
         f"Measured per request: {emitted.spans:.1f} spans, {emitted.xray_documents:.1f} X-Ray documents, "
         f"{emitted.log_bytes:.0f} log bytes; a failure adds {emitted.error_log_bytes:.0f} log bytes."
     )
+    events, emf_bytes = spend.metric_volumes(telemetry.settings, emitted, requests_per_day, processes)
+    click.echo(
+        f"Metrics per process every {telemetry.settings.metrics.interval_seconds:g} s: "
+        f"{emitted.metric_series:.0f} OTLP data points, EMF lines of {emitted.emf_route_line_bytes:.0f} bytes "
+        f"for each route served and {emitted.emf_worker_line_bytes:.0f} for the worker; per month "
+        f"{events:,.0f} metric events, {emf_bytes / spend.GIGABYTE:,.3f} GB of EMF."
+    )
+    click.echo(
+        f"CloudWatch custom metrics: {emitted.custom_metrics} ({len(spend.emf.ROUTE_METRICS)} per route for "
+        f"{emitted.routes} routes, and the service's own), ${spend.custom_metrics_price(emitted):,.2f}/month "
+        f"at ${spend.CLOUDWATCH_METRIC_PRICE:.2f} each beyond the free {spend.FREE_TIERS['CloudWatch metrics'][0]:.0f}."
+    )
     click.echo(
         f"At {requests_per_day:,.0f} requests/day ({requests_per_day / spend.SECONDS_PER_DAY:.2f}/s "
         f"over {processes} process(es)), "

@@ -173,6 +173,8 @@ class EmfExporter(MetricExporter):
         self.service = service
         self._write = write
         self.closed = False
+        #: Data points in the last export: what an OTLP export of the same interval carries.
+        self.last_series = 0
         self.lines = 0
         self.bytes = 0
 
@@ -180,6 +182,9 @@ class EmfExporter(MetricExporter):
         if self.closed:
             return MetricExportResult.SUCCESS
         timestamp_ms = int(time.time() * 1000)
+        self.last_series = sum(
+            len(m.data.data_points) for r in metrics_data.resource_metrics for s in r.scope_metrics for m in s.metrics
+        )
         for document in emf.documents(metrics_data, self.service, timestamp_ms):
             line = json.dumps(document, separators=(",", ":"))
             self._write(line, timestamp_ms)

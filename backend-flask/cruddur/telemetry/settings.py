@@ -376,6 +376,7 @@ class MetricsSettings:
     and as CloudWatch Embedded Metric Format lines in the log stream whenever CloudWatch Logs is on."""
 
     sdk_disabled: bool
+    otlp_wanted: bool
     otlp_endpoint: str | None
     otlp_destination: str
     otlp_headers: Mapping[str, str] = field(repr=False)
@@ -424,6 +425,7 @@ class MetricsSettings:
             headers = {**headers, "x-honeycomb-dataset": dataset}
         return cls(
             sdk_disabled=sdk_disabled,
+            otlp_wanted=not sdk_disabled and exporter != "none",
             otlp_endpoint=endpoint,
             otlp_destination=destination,
             otlp_headers=headers if endpoint else {},

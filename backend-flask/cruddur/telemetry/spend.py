@@ -1,5 +1,8 @@
 """What the four tools will cost: monthly volumes from what this service really emits, against free tiers.
 
+Metrics count too: the metric events Honeycomb receives, the EMF bytes CloudWatch Logs ingests,
+and the custom metrics CloudWatch bills (one per metric name and dimension combination).
+
 A probe app (same code, a scratch database, local sinks) serves a mix of real requests; the
 spans, X-Ray documents and JSON log bytes it emits per request are counted, then scaled by the
 request rate, the sampling rule in force and the error rate.
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from cruddur.telemetry import emf
 from cruddur.telemetry.sampling import SamplingRule, sample_rate
 from cruddur.telemetry.settings import TelemetrySettings
 
@@ -26,10 +30,13 @@ FREE_TIERS: dict[str, tuple[float, str]] = {
     "X-Ray (scanned)": (1_000_000, "traces scanned"),
     "CloudWatch Logs": (5, "GB ingested"),
     "Rollbar": (5_000, "events"),
+    "CloudWatch metrics": (10, "custom metrics"),
 }
 DAYS_PER_MONTH = 30
 SECONDS_PER_DAY = 86_400
 GIGABYTE = 1024**3
+#: What CloudWatch charges a month for each custom metric beyond the free ones (first 10,000 metrics).
+CLOUDWATCH_METRIC_PRICE = 0.30
 #: CloudWatch Logs bills each event's UTF-8 bytes plus this overhead.
 CLOUDWATCH_EVENT_OVERHEAD_BYTES = 26
 #: The requests the probe serves: the routes a Cruddur client calls, reads and writes.
@@ -53,6 +60,20 @@ class Emitted:
     xray_documents: float
     log_bytes: float
     error_log_bytes: float
+    #: Per process and metric interval: the data points an OTLP export carries (each a Honeycomb
+    #: event), the EMF lines' bytes for each route served and for the worker, and the routes served.
+    metric_series: float = 0.0
+    emf_route_line_bytes: float = 0.0
+    emf_worker_line_bytes: float = 0.0
+    routes_served: int = 0
+    #: Every `Route` value the app can emit (its routes, and `unmatched`): CloudWatch bills each.
+    routes: int = 0
+
+    @property
+    def custom_metrics(self) -> int:
+        """Each metric name with each dimension combination it is emitted under is a billed metric."""
+        per_route = len(emf.ROUTE_METRICS)
+        return per_route * self.routes + per_route + len(emf.WORKER_METRICS)
 
 
 class _ByteCounter(logging.Handler):
@@ -70,6 +91,7 @@ def measure_emitted(rounds: int = 5) -> Emitted:
     from cruddur.telemetry import logs
 
     exporter = InMemorySpanExporter()
+    emf_lines: list[str] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon, tempfile.TemporaryDirectory() as scratch:
         daemon.bind(("127.0.0.1", 0))
         daemon.settimeout(0.2)
@@ -77,6 +99,7 @@ def measure_emitted(rounds: int = 5) -> Emitted:
             {
                 "TESTING": True,
                 "TELEMETRY_SPAN_EXPORTER": exporter,
+                "TELEMETRY_EMF_WRITER": lambda line, _timestamp_ms: emf_lines.append(line),
                 "DATABASE_URL": str(Path(scratch) / "probe.sqlite3"),
                 "AWS_XRAY_DAEMON_ADDRESS": "{}:{}".format(*daemon.getsockname()),
                 "CRUDDUR_XRAY_MODE": "sdk",
@@ -84,6 +107,7 @@ def measure_emitted(rounds: int = 5) -> Emitted:
                 **dict.fromkeys(
                     ("OTEL_SDK_DISABLED", "OTEL_TRACES_SAMPLER", "CRUDDUR_SAMPLING_RULE", "ROLLBAR_ACCESS_TOKEN"), None
                 ),
+                **dict.fromkeys(("OTEL_METRICS_EXPORTER", "CRUDDUR_METRICS_EMF"), None),
                 **dict.fromkeys(("AWS_REGION", "AWS_DEFAULT_REGION", "OTEL_PYTHON_FLASK_EXCLUDED_URLS"), None),
                 "CRUDDUR_LOG_LEVEL": "ERROR",
             }
@@ -101,6 +125,7 @@ def measure_emitted(rounds: int = 5) -> Emitted:
                     client.open(path, method=method, json=body)
                     served += 1
             spans, log_bytes = len(exporter.get_finished_spans()), counter.total
+            metrics = _measure_metrics(probe, emf_lines)
             documents = _drain(daemon)
             exporter.clear()
             counter.total = 0
@@ -110,7 +135,27 @@ def measure_emitted(rounds: int = 5) -> Emitted:
             root.removeHandler(counter)
             muted()
             probe.extensions["cruddur"].telemetry.shutdown()
-    return Emitted(spans / served, documents / served, log_bytes / served, max(0.0, error_log_bytes))
+    return Emitted(spans / served, documents / served, log_bytes / served, max(0.0, error_log_bytes), **metrics)
+
+
+def _measure_metrics(probe: object, emf_lines: list[str]) -> dict[str, float]:
+    """One metric interval of the probe mix: its EMF lines and the data points of an export."""
+    metrics = probe.extensions["cruddur"].telemetry.metrics
+    metrics.flush_emf()
+    route_lines = [line for line in emf_lines if '"Route":' in line]
+    worker_lines = [line for line in emf_lines if '"Route":' not in line]
+    rules = [rule for rule in probe.url_map.iter_rules() if rule.endpoint != "static" and rule.rule != "/api/health"]
+
+    def average(lines: list[str]) -> float:
+        return sum(len(line.encode()) for line in lines) / len(lines) if lines else 0.0
+
+    return {
+        "metric_series": float(metrics.emf_exporter.last_series),
+        "emf_route_line_bytes": average(route_lines),
+        "emf_worker_line_bytes": average(worker_lines),
+        "routes_served": len(route_lines),
+        "routes": len({rule.rule for rule in rules}) + 1,
+    }
 
 
 def _drain(daemon: socket.socket) -> int:
@@ -182,12 +227,15 @@ def monthly_volumes(
         month = per_day * DAYS_PER_MONTH
         kept, _ = kept_fraction(settings, per_day / SECONDS_PER_DAY, processes)
         traced = month * kept
+        events, emf_bytes = metric_volumes(settings, emitted, per_day, processes)
         return {
-            "Honeycomb": traced * emitted.spans,
+            "Honeycomb": traced * emitted.spans + events,
             "X-Ray (recorded)": traced,
             "X-Ray (scanned)": traced,
-            "CloudWatch Logs": month * (emitted.log_bytes + error_rate * emitted.error_log_bytes) / GIGABYTE,
+            "CloudWatch Logs": (month * (emitted.log_bytes + error_rate * emitted.error_log_bytes) + emf_bytes)
+            / GIGABYTE,
             "Rollbar": month * error_rate,
+            "CloudWatch metrics": emitted.custom_metrics if settings.metrics.emf_wanted else 0,
         }
 
     now = volumes(requests_per_day)
@@ -197,6 +245,29 @@ def monthly_volumes(
         for tool, (free, unit) in FREE_TIERS.items()
     ]
     return lines, sampling
+
+
+def metric_volumes(
+    settings: TelemetrySettings, emitted: Emitted, requests_per_day: float, processes: int = 1
+) -> tuple[float, float]:
+    """Monthly metric events sent over OTLP (every series, every interval, from every process) and
+    EMF bytes (a line per route served in an interval, and one per worker)."""
+    interval = settings.metrics.interval_seconds
+    intervals = DAYS_PER_MONTH * SECONDS_PER_DAY / interval
+    events = processes * intervals * emitted.metric_series if settings.metrics.otlp_wanted else 0.0
+    if not settings.metrics.emf_wanted or not emitted.emf_worker_line_bytes:
+        return events, 0.0
+    per_interval = requests_per_day / SECONDS_PER_DAY * interval / processes
+    route_lines = min(float(emitted.routes_served), per_interval)
+    per_process = route_lines * (emitted.emf_route_line_bytes + CLOUDWATCH_EVENT_OVERHEAD_BYTES)
+    per_process += emitted.emf_worker_line_bytes + CLOUDWATCH_EVENT_OVERHEAD_BYTES
+    return events, processes * intervals * per_process
+
+
+def custom_metrics_price(emitted: Emitted) -> float:
+    """Dollars a month for the custom metrics beyond CloudWatch's free ones."""
+    free, _ = FREE_TIERS["CloudWatch metrics"]
+    return max(0.0, emitted.custom_metrics - free) * CLOUDWATCH_METRIC_PRICE
 
 
 def _rate_where(volume: Callable[[float], float], limit: float) -> float | None:
