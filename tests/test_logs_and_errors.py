@@ -157,10 +157,12 @@ def test_rollbar_environment_and_code_version_come_from_their_settings(make_app,
 
 def test_the_rollbar_test_route_is_404_in_production_unless_enabled(make_app, rollbar_api):
     settings = {"ROLLBAR_ACCESS_TOKEN": "fake-rollbar-token-0003", "ROLLBAR_ENDPOINT": rollbar_api.endpoint}
-    production = make_app({**settings, "CRUDDUR_ENVIRONMENT": "production"})
+    production = make_app({**settings, "CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_AUTH": "off"})
     response = production.test_client().get("/rollbar/test")
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
-    enabled = make_app({**settings, "CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_ROLLBAR_TEST_ROUTE": "true"})
+    enabled = make_app(
+        {**settings, "CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_AUTH": "off", "CRUDDUR_ROLLBAR_TEST_ROUTE": "true"}
+    )
     assert enabled.test_client().get("/rollbar/test").status_code == 200
     enabled.extensions["cruddur"].telemetry.shutdown()
     assert [r.json()["data"]["environment"] for r in rollbar_api.requests] == ["production"]

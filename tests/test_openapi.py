@@ -367,7 +367,7 @@ def test_the_rollbar_helper_conforms_whether_or_not_it_exists_yet(spec, openapi,
         return
     response = assert_conforms(spec, openapi, client, Call("GET", "/rollbar/test", 200))
     assert response.get_data(as_text=True) == "Hello World!"
-    production = make_app({"CRUDDUR_ENVIRONMENT": "production"}).test_client()
+    production = make_app({"CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_AUTH": "off"}).test_client()
     assert_conforms(spec, openapi, production, Call("GET", "/rollbar/test", 404, ("not_found",)))
 
 

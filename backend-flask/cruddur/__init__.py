@@ -13,6 +13,8 @@ from flask import Flask
 from flask_cors import CORS
 
 from cruddur import telemetry
+from cruddur.api import auth as api_auth
+from cruddur.auth import AuthSettings
 from cruddur.config import Settings, merged_environ, sqlite_path
 from cruddur.services import Deps
 from cruddur.store.sqlite import SQLiteStore
@@ -21,9 +23,16 @@ from cruddur.telemetry.cli import telemetry_cli
 from cruddur.timeutil import utc_now
 from cruddur.version import code_version
 
-#: Request headers a browser may send: JSON, caching, and trace context in both formats.
-CORS_ALLOW_HEADERS = ["content-type", "if-modified-since", "traceparent", "tracestate", "x-amzn-trace-id"]
-CORS_EXPOSE_HEADERS = ["location", "link", "x-amzn-trace-id", "traceresponse"]
+#: Request headers a browser may send: JSON, caching, the bearer token, and trace context in both formats.
+CORS_ALLOW_HEADERS = [
+    "authorization",
+    "content-type",
+    "if-modified-since",
+    "traceparent",
+    "tracestate",
+    "x-amzn-trace-id",
+]
+CORS_EXPOSE_HEADERS = ["location", "link", "x-amzn-trace-id", "traceresponse", "www-authenticate"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     carries Flask settings such as `TESTING`."""
     app = Flask(__name__)
     settings = Settings.from_environ(merged_environ(config))
+    auth_settings = AuthSettings.from_environ(settings.environ, settings.environment, settings.user_handle)
     app.config.from_mapping(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.config.from_mapping({key: value for key, value in (config or {}).items() if value is not None})
 
@@ -62,6 +72,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         expose_headers=CORS_EXPOSE_HEADERS,
         methods=["OPTIONS", "GET", "HEAD", "POST"],
     )
+    api_auth.init_app(app, auth_settings, app_telemetry)
     _register_routes(app)
     app.cli.add_command(telemetry_cli)
     return app

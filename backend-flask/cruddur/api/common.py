@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from cruddur.services import Deps
+from cruddur.telemetry.enduser import EndUser
 
 
 class ApiError(Exception):
     """A request the API refuses before any service runs (bad body, wrong media type)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
+
+
+def set_request_user(user: EndUser) -> None:
+    """The user this request acts for (set by `cruddur.api.auth` before any route runs)."""
+    g.cruddur_user = user
 
 
 def deps() -> Deps:
-    """The services' dependencies for the app serving this request."""
-    return current_app.extensions["cruddur"].deps
+    """The services' dependencies for this request: the app's, acting for the request's user."""
+    base: Deps = current_app.extensions["cruddur"].deps
+    user: EndUser | None = g.get("cruddur_user")
+    if user is None or user.handle == base.user_handle:
+        return base
+    return replace(base, user_handle=user.handle)
 
 
 def json_object() -> dict[str, Any]:

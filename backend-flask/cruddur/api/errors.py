@@ -39,7 +39,9 @@ def error_response(status: int, code: str, message: str, errors: list[str] | Non
 
 
 def _api_error(error: ApiError) -> tuple[Response, int]:
-    return error_response(error.status, error.code, error.message)
+    response, status = error_response(error.status, error.code, error.message)
+    response.headers.update(error.headers)
+    return response, status
 
 
 def _validation_failed(error: ValidationFailed) -> tuple[Response, int]:

@@ -188,6 +188,16 @@ class SQLiteStore:
     def user_exists(self, handle: str) -> bool:
         return bool(self._select("SELECT 1 FROM users WHERE handle = ?", (handle,)))
 
+    def ensure_user(self, handle: str, display_name: str) -> None:
+        if self.user_exists(handle):
+            return
+        with self._transaction() as connection:
+            self._insert(
+                connection,
+                "INSERT INTO users (handle, display_name) VALUES (?, ?) ON CONFLICT (handle) DO NOTHING",
+                (handle, display_name),
+            )
+
     def home_activities(self, now: datetime) -> list[Activity]:
         return self._feed("a.reply_to_activity_uuid IS NULL", (), now)
 

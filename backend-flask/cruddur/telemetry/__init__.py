@@ -26,6 +26,7 @@ from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
 from cruddur.telemetry import cloudwatch, logs, metrics, otel, xray_otlp
+from cruddur.telemetry.enduser import EndUser, set_current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.rollbar_reporter import RollbarReporter
 from cruddur.telemetry.sampling import build_sampler
@@ -69,6 +70,20 @@ class Telemetry:
         """The trace id of the request being served (32 hex digits), for error bodies."""
         ids = current_ids()
         return ids.trace_id_hex if ids else None
+
+    def identify(self, user: EndUser) -> None:
+        """Name the request's user in every tool: `enduser.id` and `app.user_handle` on the server
+        span, the X-Ray segment's `user` and an annotation, Rollbar's `person`, each log line's
+        `user_id`. A request that is not traced (the health check) records no one."""
+        if current_ids() is None:
+            return
+        set_current_user(user)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("enduser.id", user.id)
+            span.set_attribute("app.user_handle", user.handle)
+        if self.xray_middleware is not None:
+            self.xray_middleware.identify(user)
 
     def report_failure(self, error: BaseException) -> None:
         """An unhandled exception, recorded exactly once by each tool, under the request's trace id.
@@ -161,7 +176,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     if telemetry.cloudwatch_off is None:
         _start_cloudwatch(telemetry)
     if telemetry_settings.rollbar.enabled:
-        telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar, settings.user_handle)
+        telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar)
         telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
     _start_metrics(telemetry, request_telemetry, version, settings.environment, app.config.get(TEST_EMF_WRITER))
 

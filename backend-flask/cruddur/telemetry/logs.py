@@ -15,12 +15,13 @@ from typing import Any
 
 from opentelemetry import trace
 
+from cruddur.telemetry.enduser import current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_mapping
 
 #: Attributes every LogRecord has; anything else on a record came from `extra=` and is written out.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-_TRACE_FIELDS = ("trace_id", "xray_trace_id", "span_id")
+_TRACE_FIELDS = ("trace_id", "xray_trace_id", "span_id", "user_id")
 _PRIVATE_FIELDS = frozenset({"_cruddur_json"})
 #: Libraries that log a line per HTTP call at INFO; their warnings still come through.
 QUIET_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "werkzeug")
@@ -34,15 +35,17 @@ CALLER_INPUT_LOGGERS = (
 
 
 class TraceContextFilter(logging.Filter):
-    """Stamps a record with the trace ids of the request it was logged in, once, where it is logged."""
+    """Stamps a record with the trace ids and user id of the request it was logged in, once, where it is logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if hasattr(record, "trace_id"):
             return True
         ids = current_ids()
         if ids is None:
-            record.trace_id = record.xray_trace_id = record.span_id = None
+            record.trace_id = record.xray_trace_id = record.span_id = record.user_id = None
             return True
+        user = current_user()
+        record.user_id = user.id if user is not None else None
         record.trace_id = ids.trace_id_hex
         record.xray_trace_id = ids.xray_trace_id
         context = trace.get_current_span().get_span_context()
@@ -52,7 +55,7 @@ class TraceContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", "trace_id", "xray_trace_id", "span_id", ...extra}`."""
+    """`{"time", "level", "logger", "message", "trace_id", "xray_trace_id", "span_id", "user_id", ...extra}`."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as JSON, made once however many handlers (stdout, CloudWatch) write it."""

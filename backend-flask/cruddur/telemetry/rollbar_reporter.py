@@ -19,6 +19,7 @@ import rollbar
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from rollbar.lib.transform import Transform
 
+from cruddur.telemetry.enduser import current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.scrub import REDACTED, SENSITIVE_NAME_FRAGMENTS, is_sensitive
 from cruddur.telemetry.settings import RollbarSettings
@@ -47,9 +48,8 @@ class ScrubSensitiveNames(Transform):
 class RollbarReporter:
     """Reports exceptions and messages with the request, the person and the trace ids."""
 
-    def __init__(self, settings: RollbarSettings, person_handle: str, max_queued: int = MAX_QUEUED_ITEMS) -> None:
+    def __init__(self, settings: RollbarSettings, max_queued: int = MAX_QUEUED_ITEMS) -> None:
         self.settings = settings
-        self.person = {"id": person_handle, "username": person_handle}
         self.dropped = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
         self._sending = threading.local()
@@ -91,17 +91,22 @@ class RollbarReporter:
         ids = current_ids()
         return {"trace_id": ids.trace_id_hex, "xray_trace_id": ids.xray_trace_id} if ids else {}
 
+    def _person(self) -> dict[str, dict[str, str]]:
+        """The request's user as Rollbar's `person` (id and username; never an email), when known."""
+        user = current_user()
+        return {"person": {"id": user.id, "username": user.handle}} if user else {}
+
     def report_exception(self, error: BaseException, request: Any) -> None:
         rollbar.report_exc_info(
             (type(error), error, error.__traceback__),
             request=request,
             extra_data=self._trace_data(),
-            payload_data={"person": self.person},
+            payload_data=self._person(),
         )
 
     def report_message(self, message: str, level: str, request: Any) -> None:
         rollbar.report_message(
-            message, level, request=request, extra_data=self._trace_data(), payload_data={"person": self.person}
+            message, level, request=request, extra_data=self._trace_data(), payload_data=self._person()
         )
 
     def _enqueue(self, payload: dict, **_: Any) -> dict | bool:

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.http import ExcludeList
 
+from cruddur.telemetry.enduser import reset_current_user, set_current_user
 from cruddur.telemetry.ids import TraceIds, reset_current_ids, set_current_ids
 from cruddur.telemetry.metrics import RequestMetrics
 from cruddur.telemetry.otel import PROPAGATOR
@@ -41,11 +42,13 @@ def ids_from_otel_span() -> TraceIds | None:
 
 
 class _RequestState:
-    __slots__ = ("ids", "metric_attributes", "started", "status", "token")
+    __slots__ = ("ids", "metric_attributes", "started", "status", "token", "user_token")
 
     def __init__(self, ids: TraceIds, token: object) -> None:
         self.ids = ids
         self.token = token
+        # No user until `Telemetry.identify` names one; cleared after the access line, which carries it.
+        self.user_token = set_current_user(None)
         self.started = time.perf_counter()
         self.status = 0
         self.metric_attributes: dict[str, str] | None = None
@@ -123,6 +126,7 @@ class RequestTelemetry:
                 self.metrics.finished(state.metric_attributes, status, seconds)
             self._log_access(status, seconds)
         finally:
+            reset_current_user(state.user_token)
             reset_current_ids(state.token)
 
     def _log_access(self, status: int, seconds: float) -> None:

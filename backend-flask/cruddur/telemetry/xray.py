@@ -28,6 +28,7 @@ from aws_xray_sdk.ext.flask.middleware import XRayMiddleware
 from aws_xray_sdk.ext.util import calculate_segment_name
 from flask import Flask, Response, request
 
+from cruddur.telemetry.enduser import EndUser
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.settings import XRaySettings
 
@@ -236,6 +237,17 @@ class LinkedXRayMiddleware(XRayMiddleware):
         if current_ids() is None:
             return
         super()._teardown_request(exception)
+
+    def identify(self, user: EndUser) -> None:
+        """The request's user: the segment's indexed `user` field (the id) and the handle as an annotation."""
+        ids = current_ids()
+        if ids is None or not ids.sampled:
+            return
+        segment = self._recorder.current_segment()
+        if segment is None:
+            return
+        segment.set_user(user.id)
+        segment.put_annotation("app_user_handle", user.handle)
 
     def record_exception(self, error: BaseException) -> None:
         """Fault the request's segment with the exception and its stack (the app's 500 handler)."""
