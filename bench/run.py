@@ -64,7 +64,7 @@ SAMPLING_NAMES = {"100%": "100% sampling", "production": "production rule (aws/j
 #: (throughput ratio at least, p99 ratio at most), all on / all off.
 TARGETS = {"100%": (0.45, 5.0), "production": (0.60, 3.0)}
 #: Settings of the tools under test; the servers never inherit them from the caller's shell.
-_ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "DATABASE_URL")
+_ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "COGNITO_", "DATABASE_URL")
 LIBRARIES = (
     "gunicorn",
     "flask",

@@ -11,12 +11,13 @@ from flask import Flask
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cruddur import create_app
+from tests.support.cognito import FakeUserPool
 from tests.support.otlp import FakeOtlpReceiver
 from tests.support.recording import RecordingServer
 from tests.support.xray_daemon import FakeXRayDaemon
 
 #: Variables of the tools the app talks to; a developer's shell must not leak them into a test.
-ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "DATABASE_URL")
+ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "COGNITO_", "DATABASE_URL")
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +99,14 @@ def rollbar_api() -> Iterator[RecordingServer]:
     server.endpoint = f"{server.url}/api/1/"
     yield server
     server.close()
+
+
+@pytest.fixture
+def user_pool() -> Iterator[FakeUserPool]:
+    """A stand-in Cognito user pool: `settings` for the app, `token(...)` for the requests."""
+    pool = FakeUserPool()
+    yield pool
+    pool.close()
 
 
 @pytest.fixture
