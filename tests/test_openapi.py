@@ -35,6 +35,20 @@ UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
 TOO_BIG = '{"message": "' + "x" * 70_000 + '"}'
 
 
+@pytest.fixture
+def app(make_app, user_pool):
+    """The API as deployed, with Cognito: every POST needs a token, as the document says."""
+    return make_app(user_pool.settings)
+
+
+@pytest.fixture
+def client(app, user_pool):
+    """A client that sends a valid token with every request (as the current user, `andrewbrown`)."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {user_pool.token(username='andrewbrown')}"
+    return client
+
+
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
     return yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
@@ -252,7 +266,7 @@ ERRORS = [
 def send(client, call: Call):
     """Send the call to the app, and build the same request again for openapi-core (the app consumed the body)."""
     response = client.open(call.path, method=call.method, **call.kwargs)
-    builder = EnvironBuilder(path=call.path, method=call.method, **call.kwargs)
+    builder = EnvironBuilder(path=call.path, method=call.method, environ_base=client.environ_base, **call.kwargs)
     try:
         request = WerkzeugOpenAPIRequest(builder.get_request())
     finally:
@@ -333,6 +347,53 @@ def test_a_long_reply_chain_is_embedded_to_the_documented_depth_and_continues(sp
     continued = client.get(f"/api/activities/{deepest['uuid']}").get_json()
     assert continued["replies"][0]["uuid"] == chain[REPLY_DEPTH + 1]
     assert f"{REPLY_DEPTH} levels" in spec["components"]["schemas"]["Activity"]["properties"]["replies"]["description"]
+
+
+def token_refusals(user_pool) -> list[Call]:
+    """Each way a token is refused, on a write and on a read, sent by a client with no token of its own."""
+    expired = user_pool.token(username="andrewbrown", exp=1_700_000_000, iat=1_699_996_400)
+    forged = user_pool.token(username="andrewbrown").rsplit(".", 1)[0] + ".c2lnbmF0dXJl"
+    calls = []
+    for path, body in POST_ROUTES.items():
+        calls += [
+            Call("POST", path, 401, ("token_missing",), request_valid=False, kwargs={"json": body}),
+            Call("POST", path, 401, ("token_invalid",), kwargs={"json": body, "headers": bearer(forged)}),
+            Call("POST", path, 401, ("token_expired",), kwargs={"json": body, "headers": bearer(expired)}),
+        ]
+    for call in SUCCESSES:
+        if call.path not in UNTRACED:
+            for token, code in ((forged, "token_invalid"), (expired, "token_expired")):
+                calls.append(
+                    Call(call.method, call.path, 401, (code,), kwargs={**call.kwargs, "headers": bearer(token)})
+                )
+    return calls
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_every_token_refusal_conforms_and_carries_the_bearer_challenge(spec, openapi, app, user_pool):
+    bare = app.test_client()
+    for call in token_refusals(user_pool):
+        response = assert_conforms(spec, openapi, bare, call)
+        challenge = response.headers["WWW-Authenticate"]
+        sent_token = "headers" in call.kwargs
+        assert challenge.startswith('Bearer realm="cruddur"') and ("invalid_token" in challenge) == sent_token
+
+
+def test_the_health_check_never_looks_at_a_token(spec, openapi, app, user_pool):
+    bare = app.test_client()
+    call = Call("GET", "/api/health", 200, kwargs={"headers": bearer("not-a-token")})
+    assert_conforms(spec, openapi, bare, call)
+
+
+def test_without_cognito_a_write_needs_no_token_as_in_development(spec, openapi, make_app):
+    development = make_app().test_client()
+    path, body = next(iter(POST_ROUTES.items()))
+    assert development.post(path, json=body).status_code == 200
+    assert spec["paths"][path]["post"]["security"] == [{"cognito": []}]
+    assert "In development without Cognito settings no token is needed" in spec["info"]["description"]
 
 
 def broken(*args: object, **kwargs: object) -> None:

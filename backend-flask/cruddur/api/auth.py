@@ -3,7 +3,7 @@
 With Cognito configured: every POST needs `Authorization: Bearer <token>`, verified by
 `cruddur.auth`; a read without a token stays public and acts as `CRUDDUR_USER_HANDLE` (as the
 week-2 frontend expects); a read *with* a token acts as its user, and a token that fails is a 401
-on any route, as RFC 6750 asks. Without Cognito (development) every request acts as
+on any route but the health check, as RFC 6750 asks. Without Cognito (development) every request acts as
 `CRUDDUR_USER_HANDLE` and tokens are ignored. Refusals are the one error shape, with a
 `WWW-Authenticate: Bearer` challenge; the token itself is never logged or recorded.
 """
@@ -23,6 +23,8 @@ from cruddur.telemetry.enduser import EndUser
 log = logging.getLogger(__name__)
 
 REALM = "cruddur"
+#: Endpoints that never look at a token: load balancers and orchestrators call the health check.
+PUBLIC_ENDPOINTS = frozenset({"health.health"})
 #: How many verified handles each process remembers as already having a user row.
 KNOWN_USERS_LIMIT = 10_000
 
@@ -74,8 +76,8 @@ class Authentication:
             set_request_user(self.fallback)
             self.telemetry.identify(self.fallback)
             return
-        if request.url_rule is None:
-            return  # no route: the 404 or 405 comes first
+        if request.url_rule is None or request.endpoint in PUBLIC_ENDPOINTS:
+            return  # no route (the 404 or 405 comes first), or one that never needs a user
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
             if request.method == "POST":
