@@ -157,12 +157,19 @@ class _Connection:
 
 
 def run_python(
-    host: str, port: int, path: str, connections: int, seconds: float, max_requests: int | None = None
+    host: str,
+    port: int,
+    path: str,
+    connections: int,
+    seconds: float,
+    max_requests: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """`connections` threads, each sending one request at a time, until `seconds` pass or
-    `max_requests` are sent, whichever comes first."""
+    """`connections` threads, each sending one request at a time (with `headers` added), until
+    `seconds` pass or `max_requests` are sent, whichever comes first."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: cruddur-bench\r\nAccept: */*\r\n\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: cruddur-bench\r\nAccept: */*\r\n{extra}\r\n"
     ).encode()
     tickets = itertools.count()
     limit = max_requests if max_requests is not None else math.inf

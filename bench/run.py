@@ -10,7 +10,9 @@ load generator and the stand-ins to the others.
    requests/s, p50 and p99, and the ratios.
 2. Each tool's own cost: the worker's CPU time (all its threads, from /proc) over a fixed number
    of requests, plus the seconds its exporters need to send what those requests queued,
-   divided by the requests; minus the same with every tool off.
+   divided by the requests; minus the same with every tool off. One more row, with every tool
+   off, sends a Cognito bearer token (signed with a key made for the run, its JWKS served by the
+   stand-ins) on every request: what verifying it costs.
 
 Results are printed and written into `docs/benchmarks.md` between two markers, so the
 hand-written text around them survives a new run. Settings: `BENCH_SECONDS`, `BENCH_ROUNDS`,
@@ -40,6 +42,10 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
 from bench.load import LoadResult, run_python, run_wrk, wrk_path, wrk_version
 from bench.procstat import CpuSample, children, cpu_sample, machine_busy_ns, pin, process_ns
 
@@ -58,6 +64,12 @@ TOOL_NAMES = {
     "cloudwatch": "CloudWatch Logs (watchtower)",
     "rollbar": "Rollbar",
 }
+#: Not an observability tool: with every tool off, a Cognito token verified on every request.
+AUTH = "auth"
+AUTH_NAME = "Cognito bearer token verified on every request (RS256, keys cached)"
+BENCH_POOL_ID = "us-east-1_BenchPool1"
+BENCH_CLIENT_ID = "benchclient0000000000000001"
+BENCH_KID = "bench-key-1"
 #: Sampling settings: the name in the report, and `CRUDDUR_SAMPLING_RULE` (None: keep every trace).
 SAMPLINGS = {"100%": None, "production": "aws/json/xray.json"}
 SAMPLING_NAMES = {"100%": "100% sampling", "production": "production rule (aws/json/xray.json)"}
@@ -168,7 +180,7 @@ class Variant:
 
     @property
     def key(self) -> str:
-        return f"{'+'.join(t for t in TOOLS if t in self.tools) or 'off'}@{self.sampling}"
+        return f"{'+'.join(t for t in (*TOOLS, AUTH) if t in self.tools) or 'off'}@{self.sampling}"
 
 
 def all_on(sampling: str) -> Variant:
@@ -177,6 +189,38 @@ def all_on(sampling: str) -> Variant:
 
 def all_off(sampling: str) -> Variant:
     return Variant(frozenset(), sampling)
+
+
+@dataclass(frozen=True)
+class BenchToken:
+    """A key pair made for this run: the key set the stand-ins serve, and an access token shaped like
+    Cognito's, valid for hours, that the `auth` configuration's load sends on every request."""
+
+    jwks: str
+    token: str
+
+    @classmethod
+    def create(cls) -> BenchToken:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": BENCH_KID, "alg": "RS256", "use": "sig"}
+        now = int(time.time())
+        claims = {
+            "sub": "00000000-0000-4000-8000-00000000bench",
+            "iss": f"https://cognito-idp.us-east-1.amazonaws.com/{BENCH_POOL_ID}",
+            "client_id": BENCH_CLIENT_ID,
+            "token_use": "access",
+            "scope": "aws.cognito.signin.user.admin",
+            "username": "andrewbrown",
+            "auth_time": now,
+            "iat": now,
+            "exp": now + 6 * 3600,
+        }
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": BENCH_KID})
+        return cls(json.dumps({"keys": [jwk]}), token)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def server_env(variant: Variant, stand_ins: dict[str, str], database: Path) -> dict[str, str]:
@@ -208,6 +252,12 @@ def server_env(variant: Variant, stand_ins: dict[str, str], database: Path) -> d
     if "rollbar" in variant.tools:
         env["ROLLBAR_ACCESS_TOKEN"] = "bench-fake-rollbar-token"  # noqa: S105
         env["ROLLBAR_ENDPOINT"] = f"{http_url}/api/1/"
+    if AUTH in variant.tools:
+        env.update(
+            COGNITO_USER_POOL_ID=BENCH_POOL_ID,
+            COGNITO_CLIENT_ID=BENCH_CLIENT_ID,
+            COGNITO_JWKS_URL=f"{http_url}/{BENCH_POOL_ID}/.well-known/jwks.json",
+        )
     if rule := SAMPLINGS[variant.sampling]:
         env["CRUDDUR_SAMPLING_RULE"] = rule
     return env
@@ -309,10 +359,11 @@ class Server:
 class StandIns:
     """The stand-in backends in a child process, which ends when its standard input closes."""
 
-    def __init__(self) -> None:
+    def __init__(self, jwks: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.stand_ins"],
             cwd=REPO,
+            env={**os.environ, "BENCH_JWKS": jwks},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -371,8 +422,11 @@ def _median(values: Sequence[float]) -> float:
 
 
 class Bench:
-    def __init__(self, options: Options, cores: Cores, workdir: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, options: Options, cores: Cores, workdir: Path, log: Callable[[str], None], token: BenchToken
+    ) -> None:
         self.options = options
+        self.token = token
         self.cores = cores
         self.workdir = workdir
         self.log = log
@@ -382,6 +436,10 @@ class Bench:
         if self.options.load == "wrk":
             return run_wrk(f"http://127.0.0.1:{server.port}{ROUTE}", self.options.connections, seconds)
         return run_python("127.0.0.1", server.port, ROUTE, self.options.connections, seconds)
+
+    def request_headers(self, server: Server) -> dict[str, str] | None:
+        """The token, for the configuration that measures verifying one; nothing for the others."""
+        return self.token.headers if AUTH in server.variant.tools else None
 
     def start(self, variants: Sequence[Variant], stand_ins: StandIns) -> None:
         for variant in variants:
@@ -398,7 +456,9 @@ class Bench:
         """JIT-free Python still has caches to fill: connections, imports done lazily, the first batch sent."""
         for server in self.servers.values():
             if self.options.warmup:
-                run_python("127.0.0.1", server.port, ROUTE, 2, self.options.warmup)
+                run_python(
+                    "127.0.0.1", server.port, ROUTE, 2, self.options.warmup, headers=self.request_headers(server)
+                )
         time.sleep(self.options.settle)
 
     def pair(self, sampling: str) -> dict[str, list[Run]]:
@@ -445,7 +505,15 @@ class Bench:
                 server = self.servers[variant.key]
                 before = server.cpu()
                 limit = max(30.0, self.options.cpu_requests / 50)
-                result = run_python("127.0.0.1", server.port, ROUTE, 2, limit, self.options.cpu_requests)
+                result = run_python(
+                    "127.0.0.1",
+                    server.port,
+                    ROUTE,
+                    2,
+                    limit,
+                    self.options.cpu_requests,
+                    headers=self.request_headers(server),
+                )
                 pending[variant.key] = (before, result, time.monotonic())
             self.log(f"  CPU round {round_index + 1} of {self.options.cpu_rounds} done")
         for key in list(pending):
@@ -486,8 +554,9 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
     results = Results(options, cores, datetime.now(UTC))
     per_tool = [Variant(frozenset(tools), sampling) for sampling in SAMPLINGS for tools in _tool_sets()]
     with tempfile.TemporaryDirectory(prefix="cruddur-bench-") as workdir:
-        stand_ins = StandIns()
-        bench = Bench(options, cores, Path(workdir), log)
+        token = BenchToken.create()
+        stand_ins = StandIns(token.jwks)
+        bench = Bench(options, cores, Path(workdir), log, token)
         try:
             bench.start(per_tool, stand_ins)
             for sampling in SAMPLINGS:
@@ -509,11 +578,14 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
             bench.stop()
             stand_ins.close()
     _check_exports(results.stand_in_stats)
+    refused = sum(run.load.errors for key, runs in results.cpu.items() if key.startswith(f"{AUTH}@") for run in runs)
+    if refused:
+        raise RuntimeError(f"{refused} requests with the benchmark's token were not answered 200: it was not verified")
     return results
 
 
 def _tool_sets() -> list[tuple[str, ...]]:
-    return [(), *((tool,) for tool in TOOLS), TOOLS]
+    return [(), *((tool,) for tool in TOOLS), (AUTH,), TOOLS]
 
 
 def _silent(stats: dict[str, dict[str, int]]) -> list[str]:
@@ -648,11 +720,16 @@ def tool_table(results: Results) -> list[str]:
     cells = " | ".join(_fmt(baseline[s], 0) for s in SAMPLINGS)
     lines.append(f"| all off (the app alone, absolute) | {cells} | {_fmt(base_background, 0)} |")
     sums = dict.fromkeys(SAMPLINGS, 0.0)
-    for tools, label in [*(((t,), f"+ {TOOL_NAMES[t]}") for t in TOOLS), (TOOLS, "**+ all four together**")]:
+    rows = [
+        *(((t,), f"+ {TOOL_NAMES[t]}") for t in TOOLS),
+        ((AUTH,), f"+ {AUTH_NAME}"),
+        (TOOLS, "**+ all four together**"),
+    ]
+    for tools, label in rows:
         cells = []
         for sampling in SAMPLINGS:
             cost = median_of(tools, sampling, "cpu_us_per_request") - baseline[sampling]
-            if len(tools) == 1:
+            if len(tools) == 1 and tools[0] in TOOLS:
                 sums[sampling] += cost
             cells.append(f"+{_fmt(cost, 0)}" if cost >= 0 else _fmt(cost, 0))
         background = median_of(tools, first, "background_us_per_request") - base_background
@@ -716,7 +793,8 @@ def render(results: Results) -> str:
             "### What each tool costs",
             "",
             "CPU time of the gunicorn worker (every thread) per request, for that tool alone minus "
-            "every tool off; the first row is the app itself.",
+            "every tool off; the first row is the app itself. The Cognito row sends a bearer token on every "
+            "request to an app with every tool off and Cognito on: the cost of verifying it (keys cached).",
             "",
             *tool_table(results),
             "",
@@ -742,7 +820,8 @@ configurations side by side, all on the same code, and drives `GET /api/activiti
   stand-in (`bench/stand_ins.py`) that accepts and discards, in a process of its own so that
   its CPU is not counted as the server's;
 - **all off**: `OTEL_SDK_DISABLED=true`, `AWS_XRAY_SDK_ENABLED=false`, no AWS or Rollbar settings;
-- **each tool alone**, for its own cost in microseconds of CPU per request.
+- **each tool alone**, for its own cost in microseconds of CPU per request;
+- **a Cognito token on every request**, every tool off: what verifying it costs (its own row, in no sum).
 
 It does so at 100% sampling and at the production rule (`CRUDDUR_SAMPLING_RULE=aws/json/xray.json`:
 5 requests a second, then 10%). Quick run: `BENCH_SECONDS=2 BENCH_ROUNDS=1 make bench`; the other

@@ -9,6 +9,7 @@ services do, without decoding anything:
   `{"logGroups": []}`, PutLogEvents -> `{"nextSequenceToken": "1"}`, anything else -> `{}`.
 - Rollbar: `POST /api/1/item/` -> `{"err": 0, "result": {}}`.
 - X-Ray daemon: a UDP socket that reads datagrams and drops them.
+- Cognito: `GET .../.well-known/jwks.json` -> the key set given in `BENCH_JWKS` (the benchmark's own key).
 
 `GET /stats` answers what each has received (requests and bytes), so a benchmark can show the
 tools really did send. The first line on stdout is a JSON object with the addresses; the
@@ -51,7 +52,7 @@ class Counters:
             return {name: {"requests": n, "bytes": size} for name, (n, size) in self.counts.items()}
 
 
-def _handler(counters: Counters) -> type[BaseHTTPRequestHandler]:
+def _handler(counters: Counters, jwks: bytes | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -85,6 +86,9 @@ def _handler(counters: Counters) -> type[BaseHTTPRequestHandler]:
         do_PUT = do_POST
 
         def do_GET(self) -> None:
+            if jwks is not None and self.path.endswith("/.well-known/jwks.json"):
+                self._reply(jwks)
+                return
             self._reply(json.dumps(counters.snapshot()).encode())
 
         def log_message(self, format: str, *args: object) -> None:
@@ -102,10 +106,10 @@ def _drain_udp(sock: socket.socket, counters: Counters) -> None:
         counters.add("xray", len(data))
 
 
-def serve(host: str = "127.0.0.1") -> tuple[dict[str, str], threading.Event]:
+def serve(host: str = "127.0.0.1", jwks: bytes | None = None) -> tuple[dict[str, str], threading.Event]:
     """Start every stand-in in this process; returns their addresses and an event that stops them."""
     counters = Counters()
-    server = ThreadingHTTPServer((host, 0), _handler(counters))
+    server = ThreadingHTTPServer((host, 0), _handler(counters, jwks))
     server.daemon_threads = True
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -126,7 +130,8 @@ def serve(host: str = "127.0.0.1") -> tuple[dict[str, str], threading.Event]:
 
 
 def main() -> None:
-    addresses, stop = serve()
+    jwks = os.environ.get("BENCH_JWKS")
+    addresses, stop = serve(jwks=jwks.encode() if jwks else None)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(json.dumps(addresses), flush=True)
     # Ends when the parent closes our stdin (or dies), so no stand-in outlives a benchmark.

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from bench import run as bench_run
 from bench import stand_ins
 from bench.load import parse_wrk
-from bench.run import END_MARKER, START_MARKER, TOOL_NAMES
+from bench.run import AUTH_NAME, END_MARKER, START_MARKER, TOOL_NAMES, BenchToken
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,19 @@ def test_stand_ins_answer_rollbar_and_count_what_they_got(backends) -> None:
     assert stats["rollbar"] == {"requests": 1, "bytes": 12}
 
 
+def test_stand_ins_serve_the_benchmarks_key_set_and_the_app_accepts_its_token(make_app, tmp_path) -> None:
+    token = BenchToken.create()
+    addresses, stop = stand_ins.serve(jwks=token.jwks.encode())
+    try:
+        env = bench_run.server_env(bench_run.Variant(frozenset({bench_run.AUTH}), "100%"), addresses, tmp_path / "db")
+        app = make_app({name: value for name, value in env.items() if name.startswith("COGNITO_")})
+        client = app.test_client()
+        assert client.get("/api/message_groups", headers=token.headers).status_code == 200
+        assert client.get("/api/message_groups", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
+    finally:
+        stop.set()
+
+
 def _tables(text: str) -> list[list[list[str]]]:
     """Every markdown table in `text`, as rows of cells, the header first and the rule dropped."""
     tables: list[list[list[str]]] = []
@@ -177,7 +190,7 @@ def test_quick_benchmark_writes_a_well_formed_report(tmp_path) -> None:
 
     assert tools[0][0] == "tool"
     labels = [row[0] for row in tools[1:]]
-    for name in TOOL_NAMES.values():
+    for name in [*TOOL_NAMES.values(), AUTH_NAME]:
         assert f"+ {name}" in labels
     for row in tools[1:-1]:
         for cell in row[1:3]:
