@@ -8,9 +8,15 @@ checked on what each backend receives: the OTLP bytes, the X-Ray datagram and th
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+import requests
+
+from tests.support.recording import RecordingServer
+from tests.support.server import free_port
+from tests.support.xray_daemon import walk
 
 NOW = f"{int(time.time()):08x}"
 CALLER_TRACE = f"{NOW}bd862e3fe1be46a994272793"
@@ -40,6 +46,12 @@ def backends(make_app, otlp_receiver, xray_daemon):
 def served(app, header: str, **headers: str):
     """The response, then every span the OTLP receiver got for it (after a flush)."""
     response = app.test_client().get(HOME, headers={"X-Amzn-Trace-Id": header, **headers})
+    app.extensions["cruddur"].telemetry.shutdown()
+    return response
+
+
+def served_path(app, path: str):
+    response = app.test_client().get(path)
     app.extensions["cruddur"].telemetry.shutdown()
     return response
 
@@ -155,3 +167,81 @@ def test_without_opentelemetry_xray_continues_the_same_way(make_app, xray_daemon
         assert segment["trace_id"] == CALLER_ROOT and segment.get("parent_id") == parent
     else:
         assert segments == []
+
+
+# --- outgoing calls ---------------------------------------------------------------------------------
+
+
+def outgoing_app(backends, url: str):
+    app = backends()
+
+    @app.get("/test/outgoing")
+    def outgoing():
+        try:
+            requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            return {"ok": False}
+        return {"ok": True}
+
+    return app
+
+
+def test_an_outgoing_calls_parent_is_an_xray_subsegment(backends, otlp_receiver, xray_daemon):
+    downstream = RecordingServer()
+    try:
+        app = outgoing_app(backends, f"{downstream.url}/downstream?token=canary-secret-0003&page=2")
+        response = served_path(app, "/test/outgoing")
+    finally:
+        downstream.close()
+
+    assert response.get_json() == {"ok": True}
+    [call] = downstream.requests
+    fields = dict(field.split("=", 1) for field in call.headers["x-amzn-trace-id"].split(";"))
+    [client] = [span for span in otlp_receiver.spans() if span.kind == span.SPAN_KIND_CLIENT]
+    assert fields["Parent"] == client.span_id.hex()
+    assert call.headers["traceparent"] == f"00-{client.trace_id.hex()}-{client.span_id.hex()}-01"
+    [segment] = xray_daemon.wait_for_segments(1)
+    documents = {entity["id"]: entity for _, entity in walk(segment)}
+    subsegment = documents[fields["Parent"]]
+    assert fields["Root"] == segment["trace_id"]
+    assert subsegment in segment["subsegments"], "under the request's segment, where the span is"
+    assert subsegment["namespace"] == "remote" and subsegment["name"] == "127.0.0.1"
+    assert subsegment["http"]["request"] == {"url": f"{downstream.url}/downstream", "method": "GET"}
+    assert subsegment["http"]["response"]["status"] == 200
+    assert "canary-secret-0003" not in json.dumps(segment)
+
+
+def test_a_failed_outgoing_call_is_a_faulted_subsegment(backends, xray_daemon):
+    closed = free_port()
+    app = outgoing_app(backends, f"http://127.0.0.1:{closed}/nothing?token=canary-secret-0004")
+    assert served_path(app, "/test/outgoing").get_json() == {"ok": False}
+
+    [segment] = xray_daemon.wait_for_segments(1)
+    [call] = [entity for _, entity in walk(segment) if entity.get("namespace") == "remote"]
+    assert call["fault"] is True
+    assert call["cause"]["exceptions"][0]["type"] == "ConnectionError"
+    assert call["http"]["request"]["url"] == f"http://127.0.0.1:{closed}/nothing"
+    assert "canary-secret-0004" not in json.dumps(segment)
+
+
+def test_an_outgoing_call_in_a_service_span_nests_under_its_subsegment(backends, xray_daemon):
+    downstream = RecordingServer()
+    app = backends()
+    tracing = app.extensions["cruddur"].telemetry.tracing
+
+    @app.get("/test/nested")
+    def nested():
+        with tracing.span("call-downstream"):
+            requests.get(f"{downstream.url}/downstream", timeout=2)
+        return {"ok": True}
+
+    try:
+        served_path(app, "/test/nested")
+    finally:
+        downstream.close()
+    [call] = downstream.requests
+    parent = dict(field.split("=", 1) for field in call.headers["x-amzn-trace-id"].split(";"))["Parent"]
+    [segment] = xray_daemon.wait_for_segments(1)
+    [service] = segment["subsegments"]
+    assert service["name"] == "call-downstream"
+    assert [entity["id"] for entity in service["subsegments"]] == [parent]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from flask import Flask, request
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Status, StatusCode
@@ -167,11 +167,10 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
         or telemetry.xray_destination is not None
         or (test_exporter is not None and not otel_settings.sdk_disabled)
     )
-    if otel_on:
-        _start_otel(app, telemetry, sampler, test_exporter, version, settings.environment)
+    provider = _start_otel(app, telemetry, sampler, test_exporter, version, settings.environment) if otel_on else None
     request_telemetry = RequestTelemetry(app, sampler, parse_excluded_urls(otel_settings.excluded_urls), otel_on)
     if telemetry_settings.xray.sdk:
-        _start_xray(app, telemetry)
+        _start_xray(app, telemetry, provider)
     telemetry.cloudwatch_off = cloudwatch.missing_setting(telemetry_settings.cloudwatch)
     if telemetry.cloudwatch_off is None:
         _start_cloudwatch(telemetry)
@@ -195,7 +194,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
 
 def _start_otel(
     app: Flask, telemetry: Telemetry, sampler: Sampler, exporter: SpanExporter | None, version: str, environment: str
-) -> None:
+) -> TracerProvider:
     otel_settings = telemetry.settings.otel
     otel.use_stable_http_conventions(otel_settings.semconv_opt_in)
     processor = telemetry.processor = otel.build_processor(otel_settings, exporter, telemetry.xray_destination)
@@ -203,15 +202,18 @@ def _start_otel(
     otel.instrument(app, provider, otel_settings.excluded_urls)
     telemetry.tracing.tracer = provider.get_tracer("cruddur")
     telemetry.on_close("OpenTelemetry", lambda _deadline: processor.shutdown())
+    return provider
 
 
-def _start_xray(app: Flask, telemetry: Telemetry) -> None:
+def _start_xray(app: Flask, telemetry: Telemetry, provider: TracerProvider | None) -> None:
     # Imported here: the X-Ray SDK is loaded only by apps that use it (CRUDDUR_XRAY_MODE=sdk).
     from cruddur.telemetry import xray
 
     recorder = xray.build_recorder(telemetry.settings.xray)
     telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
     telemetry.tracing.xray = xray.XRaySubsegments(recorder)
+    if provider is not None:
+        provider.add_span_processor(xray.OutgoingCallSubsegments(recorder))
 
 
 def _start_cloudwatch(telemetry: Telemetry) -> None:

@@ -25,8 +25,9 @@ from aws_xray_sdk.core.models.trace_header import TraceHeader
 from aws_xray_sdk.core.recorder import AWSXRayRecorder
 from aws_xray_sdk.core.utils import stacktrace
 from aws_xray_sdk.ext.flask.middleware import XRayMiddleware
-from aws_xray_sdk.ext.util import calculate_segment_name
+from aws_xray_sdk.ext.util import calculate_segment_name, get_hostname, strip_url
 from flask import Flask, Response, request
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from cruddur.telemetry.enduser import EndUser
 from cruddur.telemetry.ids import current_ids
@@ -186,6 +187,61 @@ class XRaySubsegments:
 
     def fail_subsegment(self, subsegment: object, error: BaseException) -> None:
         subsegment.add_exception(error, stacktrace.get_stacktrace(limit=self.recorder.max_trace_back))
+
+
+#: The instrumentation whose client spans are the app's outgoing HTTP calls.
+REQUESTS_SCOPE = "opentelemetry.instrumentation.requests"
+
+
+class OutgoingCallSubsegments(SpanProcessor):
+    """An X-Ray subsegment for each outgoing `requests` call, with the OTEL client span's id.
+
+    The call carries `X-Amzn-Trace-Id: …;Parent=<client span id>` (and the same id in `traceparent`);
+    without an X-Ray document of that id, the callee's segment would point at nothing. As the SDK's
+    own `requests` patch does (`aws_xray_sdk/ext/requests/patch.py`), the subsegment is remote, named
+    after the host, with the URL (without its query), method and status, and a fault when the call
+    failed. It begins when the client span starts and ends when it ends: the span is current for the
+    whole call, so the subsegment nests where the span does.
+    """
+
+    def __init__(self, recorder: AWSXRayRecorder) -> None:
+        self.recorder = recorder
+        self._open: dict[int, Entity] = {}
+
+    def on_start(self, span: Span, parent_context: object = None) -> None:
+        if span.instrumentation_scope is None or span.instrumentation_scope.name != REQUESTS_SCOPE:
+            return
+        ids = current_ids()
+        if ids is None or not ids.sampled or self.recorder.current_segment() is None:
+            return
+        attributes = span.attributes
+        url = str(attributes.get("url.full") or attributes.get("http.url") or "")
+        subsegment = self.recorder.begin_subsegment(get_hostname(url), "remote")
+        if subsegment is None:
+            return
+        subsegment.id = format(span.context.span_id, "016x")
+        self._open[span.context.span_id] = subsegment
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not self._open:
+            return
+        subsegment = self._open.pop(span.context.span_id, None)
+        if subsegment is None:
+            return
+        attributes = span.attributes
+        url = attributes.get("url.full") or attributes.get("http.url")
+        subsegment.put_http_meta(http.URL, strip_url(str(url)) if url else None)
+        subsegment.put_http_meta(http.METHOD, attributes.get("http.request.method") or attributes.get("http.method"))
+        status = attributes.get("http.response.status_code") or attributes.get("http.status_code")
+        if status:
+            subsegment.put_http_meta(http.STATUS, status)
+        failure = next((event for event in span.events if event.name == "exception"), None)
+        if failure is not None:
+            # The type only: a connection error's message repeats the URL, query string and all.
+            error_type = str(failure.attributes.get("exception.type", "Exception")).rsplit(".", 1)[-1]
+            subsegment.add_exception(type(error_type, (Exception,), {})(), [], remote=True)
+        if self.recorder.current_subsegment() is subsegment:
+            self.recorder.end_subsegment(span.end_time / 1e9 if span.end_time else None)
 
 
 class LinkedXRayMiddleware(XRayMiddleware):
