@@ -210,3 +210,32 @@ def _index_of_rank(counts: list[int], rank: int) -> int:
         if seen > rank:
             return index
     return len(counts) - 1
+
+
+def test_requests_in_flight_are_observed_and_attribute_sets_stay_bounded():
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from cruddur.telemetry.metrics import MAX_ATTRIBUTE_SETS, RequestMetrics
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    requests = RequestMetrics(provider)
+    requests.started()
+    requests.started()
+    requests.finished("GET", "/api/x", 200, 0.01)
+    for index in range(MAX_ATTRIBUTE_SETS + 10):
+        requests.started()
+        requests.finished(f"M{index}", None, 200 + index % 300, 0.01)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    points = {
+        metric.name: list(metric.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    [active] = points[emf.ACTIVE_REQUESTS]
+    assert active.value == 1, "two started, one finished"
+    methods = {p.attributes["http.request.method"] for p in points[emf.DURATION]}
+    assert methods == {"GET", "_OTHER"}, "unknown methods are one value"
+    assert len(requests._attributes) <= MAX_ATTRIBUTE_SETS + 1

@@ -53,13 +53,18 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 #: Methods recorded by name; any other (a scanner's `FOO`) is `_OTHER`, as the conventions say.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+#: More distinct (method, route, status) than this and the cache starts again (a bound, not a limit).
+MAX_ATTRIBUTE_SETS = 1000
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 ToolCounts = Callable[[], Mapping[str, Mapping[str, int]]]
 
 
 class RequestMetrics:
-    """What a request records: its duration by route, method and status, and requests in flight."""
+    """What a request records: one histogram measurement (duration by route, method and status).
+
+    Requests in flight are a plain counter that the readers observe when they collect: an
+    up-down counter would cost two more SDK measurements per request, per reader."""
 
     def __init__(self, provider: MeterProvider) -> None:
         meter = provider.get_meter("cruddur")
@@ -69,21 +74,36 @@ class RequestMetrics:
             description="Duration of HTTP server requests.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self._active = meter.create_up_down_counter(
-            emf.ACTIVE_REQUESTS, unit="{request}", description="Number of active HTTP server requests."
+        meter.create_observable_up_down_counter(
+            emf.ACTIVE_REQUESTS,
+            [lambda _: [Observation(self._in_flight)]],
+            unit="{request}",
+            description="Number of active HTTP server requests.",
         )
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        #: One attribute dict per (method, route, status): bounded, since methods and routes are.
+        self._attributes: dict[tuple[str, str | None, int], dict[str, str | int]] = {}
 
-    @staticmethod
-    def attributes(method: str, route: str | None) -> dict[str, str]:
-        method = method if method in KNOWN_METHODS else "_OTHER"
-        return {"http.request.method": method, "http.route": route} if route else {"http.request.method": method}
+    def started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
 
-    def started(self, attributes: Mapping[str, str]) -> None:
-        self._active.add(1, attributes)
-
-    def finished(self, attributes: Mapping[str, str], status: int, seconds: float) -> None:
-        self._active.add(-1, attributes)
-        self._duration.record(seconds, {**attributes, "http.response.status_code": status})
+    def finished(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        key = (method, route, status)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            attributes = self._attributes[key] = {
+                "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
+                "http.response.status_code": status,
+            }
+            if route:
+                attributes["http.route"] = route
+            if len(self._attributes) > MAX_ATTRIBUTE_SETS:
+                self._attributes.clear()
+        self._duration.record(seconds, attributes)
 
 
 class GcPauses:

@@ -42,7 +42,7 @@ def ids_from_otel_span() -> TraceIds | None:
 
 
 class _RequestState:
-    __slots__ = ("ids", "metric_attributes", "started", "status", "token", "user_token")
+    __slots__ = ("ids", "route", "started", "status", "token", "user_token")
 
     def __init__(self, ids: TraceIds, token: object) -> None:
         self.ids = ids
@@ -51,7 +51,7 @@ class _RequestState:
         self.user_token = set_current_user(None)
         self.started = time.perf_counter()
         self.status = 0
-        self.metric_attributes: dict[str, str] | None = None
+        self.route: str | None = None
 
 
 class RequestTelemetry:
@@ -82,8 +82,8 @@ class RequestTelemetry:
         state = request.environ[_STATE_KEY] = _RequestState(ids, set_current_ids(ids))
         if self.metrics is not None:
             rule = request.url_rule
-            state.metric_attributes = RequestMetrics.attributes(request.method, rule.rule if rule else None)
-            self.metrics.started(state.metric_attributes)
+            state.route = rule.rule if rule is not None else None
+            self.metrics.started()
 
     def _ids_without_otel(self) -> TraceIds:
         """Continue the caller's trace or start one, and sample it as OpenTelemetry would."""
@@ -122,8 +122,8 @@ class RequestTelemetry:
         status = 500 if exception is not None else state.status
         seconds = time.perf_counter() - state.started
         try:
-            if self.metrics is not None and state.metric_attributes is not None:
-                self.metrics.finished(state.metric_attributes, status, seconds)
+            if self.metrics is not None:
+                self.metrics.finished(request.method, state.route, status, seconds)
             self._log_access(status, seconds)
         finally:
             reset_current_user(state.user_token)
