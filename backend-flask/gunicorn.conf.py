@@ -48,7 +48,10 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Flush every span, segment, log line and Rollbar item before the worker process ends."""
+    """Flush every span, segment, log line and Rollbar item, and close the database pool, before the
+    worker process ends."""
     app = getattr(worker, "wsgi", None)
     if app is not None:
-        app.extensions["cruddur"].telemetry.shutdown()
+        state = app.extensions["cruddur"]
+        state.telemetry.shutdown()
+        state.deps.store.close()

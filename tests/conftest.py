@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from cruddur import create_app
 from tests.support.cognito import FakeUserPool
 from tests.support.otlp import FakeOtlpReceiver
+from tests.support.postgres import PostgresServer
 from tests.support.recording import RecordingServer
 from tests.support.xray_daemon import FakeXRayDaemon
 
@@ -31,9 +32,56 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=STORES,
+        default="sqlite",
+        help="the store the app under test uses (tests marked both_stores run on both anyway)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_stores: run on SQLite and on PostgreSQL, whatever --store says")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        metafunc.parametrize("store_kind", STORES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """The PostgreSQL server tests create their databases on. Without one, PostgreSQL tests skip
+    locally (one reason, counted in the summary) and fail under CI=true."""
+    server = PostgresServer()
+    problem = server.problem()
+    if problem is not None:
+        reason = f"no PostgreSQL at {server.url} ({problem}); set CRUDDUR_TEST_DATABASE_URL to run these tests"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return server
+
+
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    return str(tmp_path / "cruddur.sqlite3")
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", None) or request.config.getoption("--store")
+
+
+@pytest.fixture
+def database_url(store_kind: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for this test: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if store_kind == "sqlite":
+        yield str(tmp_path / "cruddur.sqlite3")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = server.create_database()
+    yield server.url_for(name)
+    server.drop_database(name)
 
 
 @pytest.fixture
@@ -49,6 +97,7 @@ def make_app(database_url: str) -> Iterator[Callable[..., Flask]]:
     yield make
     for app in apps:
         app.extensions["cruddur"].telemetry.shutdown()
+        app.extensions["cruddur"].deps.store.close()
 
 
 @pytest.fixture

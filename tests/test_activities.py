@@ -6,6 +6,9 @@ from datetime import datetime
 
 import pytest
 
+#: The API contract holds on either store.
+pytestmark = pytest.mark.both_stores
+
 ACTIVITY_FIELDS = {
     "uuid",
     "display_name",

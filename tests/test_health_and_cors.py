@@ -16,7 +16,7 @@ def test_health_is_503_json_when_the_store_does_not(app, client, monkeypatch):
     monkeypatch.setattr(app.extensions["cruddur"].deps.store, "ping", unreachable)
     response = client.get("/api/health")
     assert response.status_code == 503
-    assert response.get_json()["error"] == "store_unavailable"
+    assert response.get_json()["error"] == "database_unavailable"
 
 
 def test_preflight_from_the_frontend_allows_trace_headers(make_app):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+#: The API contract holds on either store.
+pytestmark = pytest.mark.both_stores
+
 
 def test_message_groups_are_the_seeded_conversations(client):
     response = client.get("/api/message_groups")

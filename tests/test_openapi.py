@@ -21,7 +21,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from werkzeug.test import EnvironBuilder
 
-from cruddur.store import REPLY_DEPTH, Store
+from cruddur.store import REPLY_DEPTH, Store, StoreUnavailable
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "backend-flask" / "openapi-3.0.yml"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -410,11 +410,24 @@ def test_a_failing_store_is_a_documented_500_or_503(spec, openapi, app, client, 
     for name in STORE_METHODS:
         monkeypatch.setattr(store, name, broken)
     if call.path == "/api/health":
-        expected = Call(call.method, call.path, 503, ("store_unavailable",), kwargs=call.kwargs)
+        expected = Call(call.method, call.path, 503, ("database_unavailable",), kwargs=call.kwargs)
     else:
         expected = Call(call.method, call.path, 500, ("internal_error",), kwargs=call.kwargs)
     response = assert_conforms(spec, openapi, client, expected)
     assert "disk" not in response.get_json()["message"]
+
+
+def unavailable(*args: object, **kwargs: object) -> None:
+    raise StoreUnavailable("no database connection within 5 s")
+
+
+@pytest.mark.parametrize("call", [call for call in SUCCESSES if call.path != "/rollbar/test"], ids=lambda call: call.id)
+def test_a_database_that_does_not_answer_is_a_documented_503(spec, openapi, app, client, monkeypatch, call):
+    store = app.extensions["cruddur"].deps.store
+    for name in STORE_METHODS:
+        monkeypatch.setattr(store, name, unavailable)
+    expected = Call(call.method, call.path, 503, ("database_unavailable",), kwargs=call.kwargs)
+    assert_conforms(spec, openapi, client, expected)
 
 
 def test_an_unexpected_failure_in_health_is_a_documented_500(spec, openapi, client, monkeypatch):

@@ -37,9 +37,9 @@ def test_database_url_forms(make_app, tmp_path, url):
     assert path.exists()
 
 
-def test_a_server_database_url_is_refused_at_start(make_app):
-    with pytest.raises(ConfigError, match="postgresql"):
-        make_app({"DATABASE_URL": "postgresql://cruddur@localhost/cruddur"})
+def test_a_database_url_no_store_speaks_is_refused_at_start(make_app):
+    with pytest.raises(ConfigError, match="mysql://"):
+        make_app({"DATABASE_URL": "mysql://cruddur@localhost/cruddur"})
 
 
 class SteppingClock:

@@ -50,8 +50,9 @@ def test_a_request_is_a_server_span_with_a_service_span_and_query_spans(traced_a
     assert service.status.status_code == StatusCode.UNSET
     assert queries and all(q.kind == SpanKind.CLIENT for q in queries)
     assert all(q.parent.span_id == service.context.span_id for q in queries)
-    assert queries[0].attributes["db.system"] == "sqlite"
-    assert "FROM activities" in queries[0].attributes["db.statement"]
+    assert queries[0].attributes["db.system.name"] == "sqlite"
+    assert queries[0].attributes["db.namespace"] == "cruddur"
+    assert "FROM activities" in queries[0].attributes["db.query.text"]
     assert server.resource.attributes["service.name"] == "backend-flask"
 
 

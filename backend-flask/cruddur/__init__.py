@@ -15,11 +15,14 @@ from flask_cors import CORS
 from cruddur import telemetry
 from cruddur.api import auth as api_auth
 from cruddur.auth import AuthSettings
-from cruddur.config import Settings, merged_environ, sqlite_path
+from cruddur.config import Settings, is_postgres_url, merged_environ, sqlite_path
 from cruddur.services import Deps
+from cruddur.store import ManagedStore
+from cruddur.store.cli import db_cli
 from cruddur.store.sqlite import SQLiteStore
 from cruddur.telemetry import Telemetry
 from cruddur.telemetry.cli import telemetry_cli
+from cruddur.telemetry.tracing import Tracing
 from cruddur.timeutil import utc_now
 from cruddur.version import code_version
 
@@ -56,8 +59,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     version = code_version(settings.environ)
     app_telemetry = telemetry.init_app(app, settings, version)
-    store = SQLiteStore(sqlite_path(settings.database_url, app.instance_path), app_telemetry.tracing)
-    store.prepare(utc_now(), settings.user_handle)
+    store = build_store(settings, app.instance_path, app_telemetry.tracing)
+    store.prepare(utc_now(), settings.user_handle, seed=settings.seeds_sample_data)
 
     app.extensions["cruddur"] = CruddurState(
         settings=settings,
@@ -75,7 +78,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api_auth.init_app(app, auth_settings, app_telemetry)
     _register_routes(app)
     app.cli.add_command(telemetry_cli)
+    app.cli.add_command(db_cli)
     return app
+
+
+def build_store(settings: Settings, instance_path: str, tracing: Tracing) -> ManagedStore:
+    """PostgreSQL for a `postgresql://` (or `postgres://`) `DATABASE_URL`, else the embedded SQLite file."""
+    if is_postgres_url(settings.database_url):
+        # Imported here: an app on SQLite never loads psycopg.
+        from cruddur.store.postgresql import PostgresStore
+
+        return PostgresStore(
+            settings.database_url,
+            tracing,
+            pool_size=settings.db_pool_size,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+        )
+    return SQLiteStore(sqlite_path(settings.database_url, instance_path), tracing)
 
 
 def _register_routes(app: Flask) -> None:

@@ -16,6 +16,12 @@ DEFAULT_USER_HANDLE = "andrewbrown"
 DEFAULT_FRONTEND_URL = "http://localhost:3000"
 DEFAULT_BACKEND_URL = "http://localhost:4567"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+DEFAULT_DB_POOL_SIZE = 4
+DEFAULT_DB_CONNECT_TIMEOUT = 5.0
+DEFAULT_DB_STATEMENT_TIMEOUT = 5.0
+
+#: `DATABASE_URL` schemes that select the PostgreSQL store.
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -58,6 +64,11 @@ def positive_int(environ: Mapping[str, str], name: str, default: int | None) -> 
     return positive_number(environ, name, default, int)
 
 
+def is_postgres_url(database_url: str | None) -> bool:
+    """Whether `DATABASE_URL` names a PostgreSQL server rather than a SQLite file."""
+    return bool(database_url) and database_url.startswith(POSTGRES_SCHEMES)
+
+
 def sqlite_path(database_url: str | None, instance_path: str) -> Path:
     """Resolve `DATABASE_URL` (a `sqlite:///` URL or a plain file path) to the database file."""
     default = Path(instance_path) / "cruddur.sqlite3"
@@ -68,8 +79,8 @@ def sqlite_path(database_url: str | None, instance_path: str) -> Path:
     if "://" in database_url:
         scheme = database_url.split("://", 1)[0]
         raise ConfigError(
-            f"DATABASE_URL uses {scheme}://, but this build only has the embedded SQLite store "
-            "(use sqlite:///path/to/file.db or leave DATABASE_URL unset)"
+            f"DATABASE_URL uses {scheme}://, which no store here speaks "
+            "(use postgresql://user@host/db, sqlite:///path/to/file.db, or leave DATABASE_URL unset)"
         )
     return Path(database_url)
 
@@ -85,6 +96,9 @@ class Settings:
     backend_url: str
     environment: str
     max_body_bytes: int
+    db_pool_size: int
+    db_connect_timeout: float
+    db_statement_timeout: float
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -96,11 +110,19 @@ class Settings:
             backend_url=environ.get("BACKEND_URL") or DEFAULT_BACKEND_URL,
             environment=environ.get("CRUDDUR_ENVIRONMENT") or "development",
             max_body_bytes=positive_int(environ, "CRUDDUR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            db_pool_size=positive_int(environ, "CRUDDUR_DB_POOL_SIZE", DEFAULT_DB_POOL_SIZE),
+            db_connect_timeout=positive_number(environ, "CRUDDUR_DB_CONNECT_TIMEOUT", DEFAULT_DB_CONNECT_TIMEOUT),
+            db_statement_timeout=positive_number(environ, "CRUDDUR_DB_STATEMENT_TIMEOUT", DEFAULT_DB_STATEMENT_TIMEOUT),
         )
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def seeds_sample_data(self) -> bool:
+        """Only a development database gets the sample users and posts when it is first created."""
+        return self.environment == "development"
 
 
 def merged_environ(overrides: Mapping[str, object] | None) -> dict[str, str]:

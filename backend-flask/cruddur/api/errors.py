@@ -9,6 +9,7 @@ failure as a whole; `trace_id` leads to the request in the tracing tools when on
 
 from __future__ import annotations
 
+import logging
 import re
 
 from flask import Flask, Response, current_app, jsonify
@@ -16,6 +17,9 @@ from werkzeug.exceptions import HTTPException
 
 from cruddur.api.common import ApiError
 from cruddur.services import NotFound, ValidationFailed
+from cruddur.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -52,6 +56,16 @@ def _not_found(error: NotFound) -> tuple[Response, int]:
     return error_response(404, error.code, "Nothing with that identifier exists, or it has expired.")
 
 
+def _store_unavailable(error: StoreUnavailable) -> tuple[Response, int]:
+    log.warning("database unavailable: %s", error)
+    return database_unavailable()
+
+
+def database_unavailable() -> tuple[Response, int]:
+    """The answer while the database is down or too slow: 503, so clients and load balancers retry."""
+    return error_response(503, "database_unavailable", "The database does not answer; try again shortly.")
+
+
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     status = error.code or 500
     code = HTTP_ERROR_CODES.get(status) or _NON_WORD.sub("_", (error.name or "error").lower()).strip("_")
@@ -71,5 +85,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(ValidationFailed, _validation_failed)
     app.register_error_handler(NotFound, _not_found)
+    app.register_error_handler(StoreUnavailable, _store_unavailable)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

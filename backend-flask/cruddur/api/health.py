@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from cruddur.api.errors import error_response
+from cruddur.api.errors import database_unavailable
 
 bp = Blueprint("health", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
@@ -19,5 +19,5 @@ def health() -> Response | tuple[Response, int]:
         state.deps.store.ping()
     except Exception as error:
         log.warning("health check: the store does not answer: %s", error)
-        return error_response(503, "store_unavailable", "The database does not answer.")
-    return jsonify(status="ok", store="sqlite", version=state.version)
+        return database_unavailable()
+    return jsonify(status="ok", store=state.deps.store.system, version=state.version)

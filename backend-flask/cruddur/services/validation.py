@@ -20,8 +20,9 @@ HANDLE_MAX_CHARS = 64
 
 
 def is_text(value: object) -> bool:
-    """A JSON string that can be stored and sent back: lone surrogates (`"\\ud800"`) cannot."""
-    if not isinstance(value, str):
+    """A JSON string that can be stored and sent back: lone surrogates (`"\\ud800"`) cannot, and
+    PostgreSQL's text cannot hold U+0000 (`"\\u0000"`), so neither store takes it."""
+    if not isinstance(value, str) or "\x00" in value:
         return False
     try:
         value.encode("utf-8")

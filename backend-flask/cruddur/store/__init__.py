@@ -48,6 +48,14 @@ FEED_LIMIT = 100
 REPLY_DEPTH = 32
 
 
+class StoreUnavailable(Exception):
+    """The database cannot serve this request now (down, unreachable, too slow, no free connection).
+
+    The API answers 503 `database_unavailable`; the next request tries again, so the app recovers
+    by itself when the database returns.
+    """
+
+
 class Store(Protocol):
     """What the services need from persistence. Every read takes `now` so expiry is one rule."""
 
@@ -78,3 +86,25 @@ class Store(Protocol):
     def messages_between(self, handle: str, other_handle: str) -> list[Message]: ...
 
     def create_message(self, sender_handle: str, receiver_handle: str, message: str, now: datetime) -> Message: ...
+
+
+class ManagedStore(Store, Protocol):
+    """A store as the app factory, the CLI and the server see it: the services' interface plus its life."""
+
+    #: The database system, as OpenTelemetry names it (`db.system.name`): `sqlite` or `postgresql`.
+    system: str
+
+    def prepare(self, now: datetime, user_handle: str, seed: bool) -> bool:
+        """Apply the migrations, load the sample data once if `seed`, and make sure the current user
+        exists; True when done, False when the database cannot be reached (tried again later)."""
+        ...
+
+    def upgrade(self) -> list[str]:
+        """Apply the pending migrations; the names of those applied now."""
+        ...
+
+    def seed(self, now: datetime) -> bool:
+        """Load the sample data unless this database already has it; True when it was loaded now."""
+        ...
+
+    def close(self) -> None: ...

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cruddur.store import group_handles
-from cruddur.timeutil import to_iso
 
 USERS = (
     ("andrewbrown", "Andrew Brown"),
@@ -77,25 +76,33 @@ CONVERSATIONS = (
 )
 
 
-def seed(connection: sqlite3.Connection, now: datetime) -> None:
-    """Insert the sample users, activities and conversations inside the caller's transaction."""
-    connection.executemany("INSERT INTO users (handle, display_name) VALUES (?, ?)", USERS)
-    connection.executemany(
-        "INSERT INTO activities (uuid, handle, message, created_at, expires_at, likes_count, reply_to_activity_uuid) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (uuid, handle, message, to_iso(now - ago), to_iso(now + lasts), likes, reply_to)
+@dataclass(frozen=True)
+class SampleRows:
+    """The sample data as rows in the column order of each table's INSERT, the same for every store."""
+
+    users: list[tuple[str, str]]
+    #: uuid, handle, message, created_at, expires_at, likes_count, reply_to_activity_uuid
+    activities: list[tuple[str, str, str, datetime, datetime, int, str | None]]
+    #: uuid, first_handle, second_handle
+    message_groups: list[tuple[str, str, str]]
+    #: uuid, message_group_uuid, sender_handle, message, created_at
+    messages: list[tuple[str, str, str, str, datetime]]
+
+
+def sample_rows(now: datetime) -> SampleRows:
+    """The sample data with its times relative to `now`, the moment the database is seeded."""
+    return SampleRows(
+        users=list(USERS),
+        activities=[
+            (uuid, handle, message, now - ago, now + lasts, likes, reply_to)
             for uuid, handle, message, ago, lasts, likes, reply_to in ACTIVITIES
         ],
+        message_groups=[
+            (group_uuid, *group_handles("andrewbrown", other)) for group_uuid, other, _messages in CONVERSATIONS
+        ],
+        messages=[
+            (uuid, group_uuid, sender, text, now - ago)
+            for group_uuid, _other, messages in CONVERSATIONS
+            for uuid, sender, text, ago in messages
+        ],
     )
-    for group_uuid, other, messages in CONVERSATIONS:
-        first, second = group_handles("andrewbrown", other)
-        connection.execute(
-            "INSERT INTO message_groups (uuid, first_handle, second_handle) VALUES (?, ?, ?)",
-            (group_uuid, first, second),
-        )
-        connection.executemany(
-            "INSERT INTO messages (uuid, message_group_uuid, sender_handle, message, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(uuid, group_uuid, sender, text, to_iso(now - ago)) for uuid, sender, text, ago in messages],
-        )

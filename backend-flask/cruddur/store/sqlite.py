@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 
 from cruddur.store import FEED_LIMIT, REPLY_DEPTH, Activity, Message, MessageGroup, group_handles
-from cruddur.store.seed import seed
-from cruddur.telemetry.tracing import Tracing
+from cruddur.store.seed import sample_rows
+from cruddur.telemetry.tracing import Database, Tracing
 from cruddur.timeutil import to_iso
 
 BUSY_TIMEOUT_MS = 10_000
@@ -98,27 +98,73 @@ def _activity(row: sqlite3.Row) -> Activity:
 class SQLiteStore:
     """The `Store` on one SQLite file."""
 
+    system = "sqlite"
+
     def __init__(self, path: Path, tracing: Tracing) -> None:
         self.path = path
-        self.database = path.stem
+        self.database = Database(
+            system="sqlite",
+            namespace=path.stem,
+            database_type="sqlite",
+            url=path.name,
+            driver_version=f"sqlite3 {sqlite3.sqlite_version}",
+        )
         self._tracing = tracing
         self._local = threading.local()
 
-    def prepare(self, now: datetime, user_handle: str) -> None:
-        """Create the tables, load the sample data once per file (race-free across workers), and
-        make sure the configured current user exists. Not traced: it is start-up, not a request."""
+    def prepare(self, now: datetime, user_handle: str, seed: bool) -> bool:
+        """Create the tables, load the sample data once per file if `seed` (race-free across workers),
+        and make sure the configured current user exists. Not traced: it is start-up, not a request."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = self._connection()
         connection.execute("PRAGMA journal_mode=WAL")
         connection.executescript(SCHEMA)
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone() is None:
-                seed(conn, now)
-                conn.execute("INSERT INTO meta (key, value) VALUES ('seeded_at', ?)", (to_iso(now),))
+            if seed:
+                self._seed(conn, now)
             conn.execute(
                 "INSERT INTO users (handle, display_name) VALUES (?, ?) ON CONFLICT (handle) DO NOTHING",
                 (user_handle, user_handle),
             )
+        return True
+
+    def upgrade(self) -> list[str]:
+        """The SQLite schema is created, idempotently, when the app starts: nothing is ever pending."""
+        return []
+
+    def seed(self, now: datetime) -> bool:
+        with self._transaction() as conn:
+            return self._seed(conn, now)
+
+    def _seed(self, conn: sqlite3.Connection, now: datetime) -> bool:
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded_at'").fetchone() is not None:
+            return False
+        rows = sample_rows(now)
+        conn.executemany(
+            "INSERT INTO users (handle, display_name) VALUES (?, ?) ON CONFLICT (handle) DO NOTHING", rows.users
+        )
+        conn.executemany(
+            "INSERT INTO activities (uuid, handle, message, created_at, expires_at, likes_count, "
+            "reply_to_activity_uuid) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(*row[:3], to_iso(row[3]), to_iso(row[4]), *row[5:]) for row in rows.activities],
+        )
+        conn.executemany(
+            "INSERT INTO message_groups (uuid, first_handle, second_handle) VALUES (?, ?, ?)", rows.message_groups
+        )
+        conn.executemany(
+            "INSERT INTO messages (uuid, message_group_uuid, sender_handle, message, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(*row[:4], to_iso(row[4])) for row in rows.messages],
+        )
+        conn.execute("INSERT INTO meta (key, value) VALUES ('seeded_at', ?)", (to_iso(now),))
+        return True
+
+    def close(self) -> None:
+        """Close this thread's connection; other threads' close when they end."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None and self._local.pid == os.getpid():
+            connection.close()
+        self._local.connection = None
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -148,7 +194,7 @@ class SQLiteStore:
     def _select(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
         with self._tracing.query("SELECT", sql, self.database) as span:
             rows = self._connection().execute(sql, params).fetchall()
-            span.detail("db.rows", len(rows))
+            span.detail("db.response.returned_rows", len(rows))
             return rows
 
     def _insert(self, connection: sqlite3.Connection, sql: str, params: Sequence[object]) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cruddur.telemetry.ids import current_ids
@@ -36,6 +38,45 @@ class SubsegmentSink(Protocol):
     def end_subsegment(self, subsegment: object) -> None: ...
 
     def fail_subsegment(self, subsegment: object, error: BaseException) -> None: ...
+
+    def note(self, key: str, value: AttributeValue) -> None:
+        """Metadata on the entity in progress (X-Ray has no span events)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a store's queries go, described once for both tools (OTEL's stable database conventions
+    and X-Ray's `sql` block). Nothing here may hold a password: it is sent with every query."""
+
+    #: `db.system.name`: `sqlite` or `postgresql`.
+    system: str
+    #: `db.namespace`: the database's name.
+    namespace: str
+    #: X-Ray's `sql.database_type`.
+    database_type: str
+    #: X-Ray's `sql.url`: where the database is, without credentials.
+    url: str
+    server_address: str | None = None
+    server_port: int | None = None
+    user: str | None = None
+    driver_version: str | None = None
+    attributes: Mapping[str, AttributeValue] = field(init=False, repr=False)
+    sql: Mapping[str, str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        attributes: dict[str, AttributeValue] = {"db.system.name": self.system, "db.namespace": self.namespace}
+        if self.server_address:
+            attributes["server.address"] = self.server_address
+        if self.server_port:
+            attributes["server.port"] = self.server_port
+        sql = {"database_type": self.database_type, "url": self.url}
+        if self.user:
+            sql["user"] = self.user
+        if self.driver_version:
+            sql["driver_version"] = self.driver_version
+        object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(self, "sql", sql)
 
 
 class WorkSpan:
@@ -118,23 +159,32 @@ class Tracing:
             with self._subsegment(xray_name or name, span_id, sql, attributes, expected, otel_span) as work:
                 yield work
 
-    def query(self, operation: str, statement: str, database: str) -> AbstractContextManager[WorkSpan]:
-        """A database call: an OTEL client span named `{operation} {database}`, with `db.*` attributes,
-        and an X-Ray SQL subsegment named after the database alone, as the SDK's database patches
-        and the collector's `awsxray` exporter name it: the service map draws one node per
-        subsegment name, so one database is one node whatever the statement."""
+    def query(self, operation: str, statement: str, database: Database) -> AbstractContextManager[WorkSpan]:
+        """A database call: an OTEL client span named `{operation} {database}` with the stable `db.*`
+        attributes, and an X-Ray SQL subsegment named after the database alone, as the SDK's database
+        patches and the collector's `awsxray` exporter name it: the service map draws one node per
+        subsegment name, so one database is one node whatever the statement. `statement` holds
+        placeholders, never values."""
         return self.span(
-            f"{operation} {database}",
+            f"{operation} {database.namespace}",
             kind=SpanKind.CLIENT,
-            attributes={
-                "db.system": "sqlite",
-                "db.name": database,
-                "db.statement": statement,
-            },
-            sql={"database_type": "sqlite", "url": database, "sanitized_query": statement},
+            attributes={**database.attributes, "db.query.text": statement},
+            sql={**database.sql, "sanitized_query": statement},
             leaf=True,
-            xray_name=database,
+            xray_name=database.namespace,
         )
+
+    def event(self, name: str, attributes: Mapping[str, AttributeValue]) -> None:
+        """Something that happened during the current span (a wait, a retry): an OTEL span event, and
+        metadata on the X-Ray entity in progress. Nothing outside a sampled request."""
+        ids = current_ids()
+        if ids is None or not ids.sampled:
+            return
+        if self.tracer is not None:
+            trace.get_current_span().add_event(name, attributes)
+        if self.xray is not None:
+            for key, value in attributes.items():
+                self.xray.note(key, value)
 
     @contextmanager
     def _subsegment(

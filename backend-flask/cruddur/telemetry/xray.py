@@ -188,6 +188,11 @@ class XRaySubsegments:
     def fail_subsegment(self, subsegment: object, error: BaseException) -> None:
         subsegment.add_exception(error, stacktrace.get_stacktrace(limit=self.recorder.max_trace_back))
 
+    def note(self, key: str, value: object) -> None:
+        entity = self.recorder.get_trace_entity()
+        if entity is not None:
+            entity.put_metadata(key, value, "app")
+
 
 #: The instrumentation whose client spans are the app's outgoing HTTP calls.
 REQUESTS_SCOPE = "opentelemetry.instrumentation.requests"
