@@ -79,6 +79,9 @@ BACKEND_ENVIRONMENT = (
     "ROLLBAR_ENDPOINT",
     "ROLLBAR_CODE_VERSION",
     "DATABASE_URL",
+    "CRUDDUR_DB_POOL_SIZE",
+    "CRUDDUR_DB_CONNECT_TIMEOUT",
+    "CRUDDUR_DB_STATEMENT_TIMEOUT",
     "CRUDDUR_USER_HANDLE",
     "CRUDDUR_ENVIRONMENT",
     "COGNITO_USER_POOL_ID",
@@ -331,20 +334,37 @@ def test_passthrough_variables_have_no_default():
     assert with_default == set(BACKEND_DEFAULTS) | {"DATABASE_URL"}
 
 
-def test_database_lives_on_a_named_volume():
-    """`docker compose down` then `up` keeps the data: the SQLite file is on a named volume."""
-    compose = load_compose()
+def test_the_backend_uses_the_db_service_once_it_is_healthy():
+    """`docker compose up` runs on PostgreSQL 16: the backend starts when the database answers."""
     url = host_default(environment_of("backend-flask")["DATABASE_URL"], "DATABASE_URL")
-    assert url and url.startswith("sqlite:///")
-    database = PurePosixPath(url.removeprefix("sqlite:///"))
-    assert database.is_absolute()
-    mounts = {}
-    for volume in service("backend-flask")["volumes"]:
-        source, target = volume.split(":")[:2]
-        mounts[PurePosixPath(target)] = source
-    folder = next((target for target in mounts if database.is_relative_to(target)), None)
-    assert folder is not None, f"{database} is not on a volume"
-    assert mounts[folder] in compose["volumes"], "a bind mount or an anonymous volume would not be kept"
+    db = service("db")
+    environment = environment_of("db")
+    assert url == f"postgresql://{environment['POSTGRES_USER']}@db:5432/{environment['POSTGRES_DB']}"
+    assert db["image"] == "postgres:16"
+    assert service("backend-flask")["depends_on"]["db"] == {"condition": "service_healthy"}
+    test = db["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "pg_isready" and f"--username={environment['POSTGRES_USER']}" in test
+
+
+def test_the_database_has_no_password_because_nothing_outside_compose_reaches_it():
+    assert environment_of("db")["POSTGRES_HOST_AUTH_METHOD"] == "trust"
+    assert "ports" not in service("db"), "a trusting database must not be published on the host"
+    assert "POSTGRES_PASSWORD" not in environment_of("db")
+
+
+def test_database_lives_on_a_named_volume():
+    """`docker compose down` then `up` keeps the data: PostgreSQL's data directory is a named volume."""
+    compose = load_compose()
+    mounts = dict(volume.split(":")[1::-1] for volume in service("db")["volumes"])
+    assert mounts["/var/lib/postgresql/data"] in compose["volumes"], "a bind mount or anonymous volume is not kept"
+
+
+def test_the_embedded_store_still_has_a_named_volume_when_chosen():
+    """DATABASE_URL=sqlite:////app/backend-flask/instance/... (the compose file's own suggestion) is kept too."""
+    compose = load_compose()
+    mounts = {PurePosixPath(v.split(":")[1]): v.split(":")[0] for v in service("backend-flask")["volumes"]}
+    assert mounts[PurePosixPath("/app/backend-flask/instance")] in compose["volumes"]
+    assert "sqlite:////app/backend-flask/instance/cruddur.sqlite3" in COMPOSE_FILE.read_text(encoding="utf-8")
 
 
 def test_xray_daemon_gets_credentials_and_region():
