@@ -53,18 +53,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_kind", STORES, indirect=True)
 
 
+_postgres_skipped: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def postgres() -> PostgresServer:
     """The PostgreSQL server tests create their databases on. Without one, PostgreSQL tests skip
-    locally (one reason, counted in the summary) and fail under CI=true."""
+    locally (with one line at the end of the run) and fail under CI=true."""
     server = PostgresServer()
     problem = server.problem()
     if problem is not None:
         reason = f"no PostgreSQL at {server.url} ({problem}); set CRUDDUR_TEST_DATABASE_URL to run these tests"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
+        _postgres_skipped.append(reason)
         pytest.skip(reason)
     return server
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_skipped:
+        terminalreporter.write_line(f"PostgreSQL tests skipped: {_postgres_skipped[0]}", yellow=True)
 
 
 @pytest.fixture

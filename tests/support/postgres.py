@@ -34,13 +34,18 @@ class PostgresServer:
             return str(error).strip().splitlines()[0]
         return None
 
-    def url_for(self, name: str) -> str:
-        """A URL for database `name` on this server, in the postgresql:// form DATABASE_URL takes."""
+    @property
+    def address(self) -> tuple[str, int]:
+        params = conninfo_to_dict(self.url)
+        return str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
+
+    def url_for(self, name: str, port: int | None = None) -> str:
+        """A URL for database `name` on this server, in the postgresql:// form DATABASE_URL takes;
+        with `port`, through that loopback port instead (a `TcpProxy` in front of the server)."""
         params = conninfo_to_dict(self.url)
         user = params.get("user", "")
         password = f":{params['password']}" if params.get("password") else ""
-        host = params.get("host", "127.0.0.1")
-        port = params.get("port", "5432")
+        host, port = ("127.0.0.1", port) if port else self.address
         return f"postgresql://{user}{password}@{host}:{port}/{name}"
 
     def create_database(self) -> str:

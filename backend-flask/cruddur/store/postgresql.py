@@ -189,46 +189,47 @@ class PostgresStore:
         return True
 
     def _prepare_on(self, connection: psycopg.Connection[Any], now: datetime) -> None:
+        """All of start-up in one transaction under the migration lock, so instances starting
+        together migrate and seed one after the other, and the later ones find nothing to do."""
         assert self._setup is not None, "prepare() names the current user first"
         user_handle, seed = self._setup
-        applied = self._migrate(connection, lock_wait_bounded=True)
-        if applied:
-            log.info("database: applied migrations %s to %s", ", ".join(applied), self.database.url)
         with connection.transaction():
+            applied = self._migrate(connection)
             if seed:
                 self._seed(connection, now)
             connection.execute(
                 "INSERT INTO users (handle, display_name) VALUES (%s, %s) ON CONFLICT (handle) DO NOTHING",
                 (user_handle, user_handle),
             )
+        if applied:
+            log.info("database: applied migrations %s to %s", ", ".join(applied), self.database.url)
         self._prepared = True
 
     def upgrade(self) -> list[str]:
-        """Apply the pending migrations (`flask db upgrade`); the names of those applied now."""
-        with psycopg.connect(self._url, **self._kwargs) as connection:
-            return self._migrate(connection, lock_wait_bounded=False)
+        """Apply the pending migrations (`flask db upgrade`), with no statement time limit: a migration
+        of a large table may take long. The names of those applied now."""
+        with psycopg.connect(self._url, **self._kwargs) as connection, connection.transaction():
+            connection.execute("SET LOCAL statement_timeout = 0")
+            return self._migrate(connection)
 
-    def _migrate(self, connection: psycopg.Connection[Any], lock_wait_bounded: bool) -> list[str]:
-        """Apply each pending migration, all in one transaction under an advisory lock, so instances
-        starting together migrate one after the other and the later ones find nothing to do."""
+    def _migrate(self, connection: psycopg.Connection[Any]) -> list[str]:
+        """Apply each pending migration inside the caller's transaction, after taking the advisory lock
+        (held until that transaction ends)."""
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in connection.execute("SELECT version FROM schema_migrations")}
         applied: list[str] = []
-        with connection.transaction():
-            if not lock_wait_bounded:
-                connection.execute("SET LOCAL statement_timeout = 0")
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            connection.execute(migration.sql)
             connection.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
-                "applied_at timestamptz NOT NULL DEFAULT now())"
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (migration.version, migration.name)
             )
-            done = {row["version"] for row in connection.execute("SELECT version FROM schema_migrations")}
-            for migration in migrations():
-                if migration.version in done:
-                    continue
-                connection.execute(migration.sql)
-                connection.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (migration.version, migration.name)
-                )
-                applied.append(f"{migration.version:04d}_{migration.name}")
+            applied.append(f"{migration.version:04d}_{migration.name}")
         return applied
 
     def seed(self, now: datetime) -> bool:
