@@ -211,6 +211,7 @@ def test_each_query_is_one_span_and_one_subsegment_with_the_same_id_and_no_value
     assert POSTED not in json.dumps([dict(s.attributes) for s in queries.values()]) + json.dumps(subsegments)
     for text in (everything, captured.out, captured.err):
         assert CANARY_PASSWORD not in text
+    assert '"logger": "psycopg' not in captured.out, "no line per connection checkout"
     assert app.extensions["cruddur"].deps.store.database.url.count(":") == 2, "scheme and port, no password"
 
 

@@ -45,7 +45,7 @@ def make_queries(app, monkeypatch, count: int, length: int) -> None:
     def many_queries(now):
         for number in range(count):
             statement = f"SELECT /* query {number} */ " + "x" * length
-            with tracing.query("SELECT", statement[:length], "cruddur"):
+            with tracing.query("SELECT", statement[:length], app.extensions["cruddur"].deps.store.database):
                 pass
         return []
 
@@ -60,8 +60,8 @@ def test_sql_subsegments_are_named_after_the_database_and_spans_after_the_operat
     sql = [entity for _, entity in walk(segment) if "sql" in entity]
     assert sql, "the feed runs queries"
     assert {entity["name"] for entity in sql} == {"cruddur"}, "one database, one node on the service map"
-    assert all(entity["namespace"] == "remote" and entity["sql"]["url"] == "cruddur" for entity in sql)
-    queries = [span for span in span_exporter.get_finished_spans() if "db.statement" in span.attributes]
+    assert all(entity["namespace"] == "remote" and entity["sql"]["url"] == "cruddur.sqlite3" for entity in sql)
+    queries = [span for span in span_exporter.get_finished_spans() if "db.query.text" in span.attributes]
     assert {span.name for span in queries} == {"SELECT cruddur"}
 
 
@@ -112,7 +112,7 @@ def test_a_document_over_the_limit_on_its_own_is_named_as_such_and_the_rest_arri
     def huge_detail(now):
         with tracing.span("huge") as span:
             span.detail("app.blob", "x" * 70_000)
-        with tracing.query("SELECT", "SELECT 1", "cruddur"):
+        with tracing.query("SELECT", "SELECT 1", traced_app.extensions["cruddur"].deps.store.database):
             pass
         return []
 
