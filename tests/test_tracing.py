@@ -36,11 +36,12 @@ def spans_by_name(exporter) -> dict[str, list]:
 
 
 def test_a_request_is_a_server_span_with_a_service_span_and_query_spans(traced_app, span_exporter):
+    store = traced_app.extensions["cruddur"].deps.store
     response = traced_app.test_client().get("/api/activities/home")
     spans = spans_by_name(span_exporter)
     [server] = spans["GET /api/activities/home"]
     [service] = spans["home-activities"]
-    queries = spans["SELECT cruddur"]
+    queries = spans[f"SELECT {store.database.namespace}"]
 
     assert server.kind == SpanKind.SERVER and server.parent is None
     assert service.kind == SpanKind.INTERNAL and service.parent.span_id == server.context.span_id
@@ -50,8 +51,8 @@ def test_a_request_is_a_server_span_with_a_service_span_and_query_spans(traced_a
     assert service.status.status_code == StatusCode.UNSET
     assert queries and all(q.kind == SpanKind.CLIENT for q in queries)
     assert all(q.parent.span_id == service.context.span_id for q in queries)
-    assert queries[0].attributes["db.system.name"] == "sqlite"
-    assert queries[0].attributes["db.namespace"] == "cruddur"
+    assert queries[0].attributes["db.system.name"] == store.system
+    assert queries[0].attributes["db.namespace"] == store.database.namespace
     assert "FROM activities" in queries[0].attributes["db.query.text"]
     assert server.resource.attributes["service.name"] == "backend-flask"
 
@@ -108,6 +109,7 @@ def test_a_failed_service_marks_its_span_and_segment_as_errors(traced_app, span_
 
 
 def test_the_xray_segment_is_the_server_span(traced_app, span_exporter, xray_daemon):
+    database = traced_app.extensions["cruddur"].deps.store.database
     response = traced_app.test_client().get("/api/activities/home")
     [segment] = xray_daemon.wait_for_segments(1)
     spans = {hex_id(s.context.span_id, 16): s for s in span_exporter.get_finished_spans()}
@@ -123,14 +125,14 @@ def test_the_xray_segment_is_the_server_span(traced_app, span_exporter, xray_dae
         if depth:
             span = spans[entity["id"]]
             # A query's subsegment is named after its database (one service-map node), its span not.
-            assert entity["name"] == ("cruddur" if "sql" in entity else span.name)
+            assert entity["name"] == (database.namespace if "sql" in entity else span.name)
             assert hex_id(span.parent.span_id, 16) == entity["parent_id"]
     names = [entity["name"] for _, entity in walk(segment)]
-    assert names[:2] == ["backend-flask", "home-activities"] and "cruddur" in names
+    assert names[:2] == ["backend-flask", "home-activities"] and database.namespace in names
     [service] = [e for _, e in walk(segment) if e["name"] == "home-activities"]
     assert service["annotations"] == {"app_user_handle": "andrewbrown", "app_result_length": 3}
-    [query, *_] = [e for _, e in walk(segment) if e["name"] == "cruddur"]
-    assert query["namespace"] == "remote" and query["sql"]["database_type"] == "sqlite"
+    [query, *_] = [e for _, e in walk(segment) if e["name"] == database.namespace]
+    assert query["namespace"] == "remote" and query["sql"]["database_type"] == database.database_type
 
 
 def test_an_incoming_traceparent_is_continued_by_both_tools(traced_app, span_exporter, xray_daemon):

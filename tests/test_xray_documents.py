@@ -55,14 +55,15 @@ def make_queries(app, monkeypatch, count: int, length: int) -> None:
 def test_sql_subsegments_are_named_after_the_database_and_spans_after_the_operation(
     traced_app, span_exporter, xray_daemon
 ):
+    database = traced_app.extensions["cruddur"].deps.store.database
     traced_app.test_client().get("/api/activities/home")
     [segment] = xray_daemon.wait_for_segments(1)
     sql = [entity for _, entity in walk(segment) if "sql" in entity]
     assert sql, "the feed runs queries"
-    assert {entity["name"] for entity in sql} == {"cruddur"}, "one database, one node on the service map"
-    assert all(entity["namespace"] == "remote" and entity["sql"]["url"] == "cruddur.sqlite3" for entity in sql)
+    assert {entity["name"] for entity in sql} == {database.namespace}, "one database, one node on the service map"
+    assert all(entity["namespace"] == "remote" and entity["sql"]["url"] == database.url for entity in sql)
     queries = [span for span in span_exporter.get_finished_spans() if "db.query.text" in span.attributes]
-    assert {span.name for span in queries} == {"SELECT cruddur"}
+    assert {span.name for span in queries} == {f"SELECT {database.namespace}"}
 
 
 @pytest.mark.parametrize(
@@ -108,24 +109,27 @@ def test_a_document_over_the_limit_on_its_own_is_named_as_such_and_the_rest_arri
     traced_app, xray_daemon, monkeypatch, caplog
 ):
     tracing = traced_app.extensions["cruddur"].telemetry.tracing
+    database = traced_app.extensions["cruddur"].deps.store.database
 
     def huge_detail(now):
         with tracing.span("huge") as span:
             span.detail("app.blob", "x" * 70_000)
-        with tracing.query("SELECT", "SELECT 1", traced_app.extensions["cruddur"].deps.store.database):
+        with tracing.query("SELECT", "SELECT 1", database):
             pass
         return []
 
     monkeypatch.setattr(traced_app.extensions["cruddur"].deps.store, "home_activities", huge_detail)
     with caplog.at_level(logging.WARNING, logger="cruddur.telemetry.xray"):
         traced_app.test_client().get("/api/activities/home")
-        found = wait_for_entities(xray_daemon, lambda found: {"backend-flask", "cruddur"} <= {e["name"] for e in found})
+        found = wait_for_entities(
+            xray_daemon, lambda found: {"backend-flask", database.namespace} <= {e["name"] for e in found}
+        )
 
     [warning] = [record.getMessage() for record in caplog.records]
     assert "'huge'" in warning and f"over the {MAX_DATAGRAM_BYTES}-byte UDP datagram limit" in warning
     assert "not taking segments" not in warning
     names = {entity["name"] for entity in found}
-    assert {"backend-flask", "home-activities", "cruddur"} <= names and "huge" not in names
+    assert {"backend-flask", "home-activities", database.namespace} <= names and "huge" not in names
     assert max(xray_daemon.sizes) <= MAX_DATAGRAM_BYTES
 
 
