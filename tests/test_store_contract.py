@@ -178,7 +178,7 @@ def test_start_up_is_idempotent_and_seeds_once(make_app, store):
 
 
 def test_outside_development_the_database_starts_empty_until_seeded(make_app):
-    app = make_app({"CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_USER_HANDLE": "newcomer"})
+    app = make_app({"CRUDDUR_ENVIRONMENT": "production", "CRUDDUR_AUTH": "off", "CRUDDUR_USER_HANDLE": "newcomer"})
     store = app.extensions["cruddur"].deps.store
     assert store.home_activities(utc_now()) == []
     assert store.user_exists("newcomer") and not store.user_exists("worf")
