@@ -71,7 +71,7 @@ def test_sql_subsegments_are_named_after_the_database_and_spans_after_the_operat
     [
         (25, 3000),  # the report: nothing at all reached the daemon
         (29, 3000),  # still over 64 KB once each query is truncated, under the SDK's count streaming
-        (80, 3000),  # count streaming and size splitting together
+        (40, 3000),  # the SDK's count streaming (a burst of 30 datagrams) and size splitting together
     ],
 )
 def test_no_segment_is_lost_to_the_udp_limit(traced_app, xray_daemon, monkeypatch, caplog, count, length):

@@ -30,6 +30,8 @@ class FakeXRayDaemon:
                 break
             except OSError:  # that port is taken on TCP: try another pair
                 self.socket.close()
+        # As much buffer as the system allows: the SDK's count streaming sends 30 datagrams at once.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.socket.settimeout(0.1)
         self.address = f"127.0.0.1:{port}"
         self.documents: list[dict] = []
