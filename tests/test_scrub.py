@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import boto3
+import flask
 
-from cruddur.telemetry.scrub import is_sensitive, scrub_url
+from cruddur.telemetry.scrub import is_sensitive, scrub_text, scrub_url
 
 
 def test_the_scrub_list_names():
@@ -24,9 +26,35 @@ def test_the_scrub_list_names():
         "sessionid",
         "x-honeycomb-team",
         "HONEYCOMB_API_KEY",
+        "mytoken",
+        "x-amz-security-token",
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "signature",
+        "sig",
+        "code",
+        "Code",
+        "otp",
+        "jwt",
+        "id_jwt",
+        "credential",
     ]:
         assert is_sensitive(name), name
-    for name in ["message", "ttl", "user_receiver_handle", "term", "http.method", "app.result_length", "handle"]:
+    for name in [
+        "message",
+        "ttl",
+        "user_receiver_handle",
+        "term",
+        "http.method",
+        "app.result_length",
+        "handle",
+        "status_code",
+        "http.response.status_code",
+        "zipcode",
+        "design",
+        "signal",
+        "hotplug",
+    ]:
         assert not is_sensitive(name), name
 
 
@@ -37,11 +65,27 @@ def test_urls_lose_sensitive_parameters_and_credentials():
     assert scrub_url("/api/activities/search?term=fun") == "/api/activities/search?term=fun"
 
 
+def test_free_text_loses_sensitive_pairs_url_credentials_and_the_given_secrets():
+    text = "GET https://api.example.test/v1?status_code=500&x-amz-security-token=abc123 as bob:pw@ nope"
+    assert scrub_text(text) == (
+        "GET https://api.example.test/v1?status_code=500&x-amz-security-token=[REDACTED] as bob:pw@ nope"
+    )
+    assert scrub_text("dsn postgresql://app:hunter22@db.internal/cruddur") == (
+        "dsn postgresql://[REDACTED]@db.internal/cruddur"
+    )
+    assert scrub_text("refused fake-value-0042 twice", ("fake-value-0042",)) == "refused [REDACTED] twice"
+
+
 def test_a_canary_secret_reaches_no_backend_and_no_stdout(
     make_app, aws, rollbar_api, otlp_receiver, xray_daemon, monkeypatch, capsys
 ):
+    """Every path a secret comes in by: query parameters under any name the list matches, headers
+    (also when OpenTelemetry's standard settings capture them all), the body, cookies, and an
+    exception message that quotes them. Each value is the canary plus where it came from."""
     canary = f"canary-{uuid.uuid4().hex}"
     group = f"cruddur-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ".*")
     app = make_app(
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
@@ -52,18 +96,55 @@ def test_a_canary_secret_reaches_no_backend_and_no_stdout(
         }
     )
     client = app.test_client()
-    client.set_cookie("session", canary)
-    headers = {"Authorization": f"Bearer {canary}", "X-Api-Key": canary}
-    body = {"message": "hello", "ttl": "1-day", "password": canary, "token": canary}
+    client.set_cookie("session", f"{canary}-cookie-session")
+    client.set_cookie("prefs", f"{canary}-cookie-prefs")
+    headers = {
+        "Authorization": f"Bearer {canary}-header-authorization",
+        "X-Api-Key": f"{canary}-header-x-api-key",
+        "X-Amz-Security-Token": f"{canary}-header-x-amz-security-token",
+        "X-Session-Id": f"{canary}-header-x-session-id",
+    }
+    query = "&".join(
+        f"{name}={canary}-query-{name}"
+        for name in (
+            "mytoken",
+            "x-amz-security-token",
+            "code",
+            "sig",
+            "X-Amz-Signature",
+            "X-Amz-Credential",
+            "id_jwt",
+            "otp",
+            "client_secret",
+            "access_token",
+            "api_key",
+        )
+    )
+    body = {
+        "message": "hello",
+        "ttl": "1-day",
+        "password": f"{canary}-body-password",
+        "token": f"{canary}-body-token",
+        "auth": {"code": f"{canary}-body-auth-code", "factors": [{"otp": f"{canary}-body-otp"}]},
+    }
 
     assert client.post("/api/activities", json=body, headers=headers).status_code == 200
-    assert client.get(f"/api/activities/search?term=hello&access_token={canary}", headers=headers).status_code == 200
+    search = client.get(f"/api/activities/search?term=hello&status_code=200&{query}", headers=headers)
+    assert search.status_code == 200
 
     def broken(*args):
-        raise RuntimeError("the disk caught fire")
+        # What a failing call says: the URL it was given, a value from the body, its own DSN.
+        try:
+            raise KeyError(f"session {flask.request.cookies['session']}")
+        except KeyError:
+            raise RuntimeError(
+                f"upstream refused {flask.request.url} with password {flask.request.get_json()['password']} "
+                f"via postgresql://cruddur:{canary}-dsn@db.internal/cruddur"
+            ) from None
 
     monkeypatch.setattr(app.extensions["cruddur"].deps.store, "create_activity", broken)
-    assert client.post(f"/api/activities?api_key={canary}", json=body, headers=headers).status_code == 500
+    failed = client.post(f"/api/activities?term=fun&{query}", json=body, headers=headers)
+    assert failed.status_code == 500
     app.extensions["cruddur"].telemetry.shutdown()
 
     otlp_bytes = b"".join(export.raw for export in otlp_receiver.exports)
@@ -77,12 +158,24 @@ def test_a_canary_secret_reaches_no_backend_and_no_stdout(
     stdout = capsys.readouterr().out
 
     assert otlp_receiver.spans() and xray_daemon.documents and rollbar_api.requests and streams, "each backend got data"
-    assert canary.encode() not in otlp_bytes
-    assert canary not in xray_documents
-    assert canary.encode() not in rollbar_bodies
-    assert canary not in cloudwatch_messages
-    assert canary not in stdout
-    rollbar_request = json.loads(rollbar_api.requests[-1].body)["data"]["request"]
-    assert rollbar_request["headers"]["Authorization"] == "[REDACTED]"
-    # The URL is kept (as url.path and url.query, today's HTTP conventions), the secret in it is not.
-    assert b"/api/activities/search" in otlp_bytes and b"term=hello&access_token=[REDACTED]" in otlp_bytes
+    leaks = {
+        "OTLP": re.findall(rf"{canary}-[a-z-]+", otlp_bytes.decode("utf-8", "replace")),
+        "X-Ray": re.findall(rf"{canary}-[a-z-]+", xray_documents),
+        "Rollbar": re.findall(rf"{canary}-[a-z-]+", rollbar_bodies.decode("utf-8", "replace")),
+        "CloudWatch": re.findall(rf"{canary}-[a-z-]+", cloudwatch_messages),
+        "stdout": re.findall(rf"{canary}-[a-z-]+", stdout),
+    }
+    assert leaks == {backend: [] for backend in leaks}
+
+    # What is kept around the secrets, so the test cannot pass by sending nothing.
+    rollbar_data = json.loads(rollbar_api.requests[-1].body)["data"]
+    assert rollbar_data["request"]["headers"]["Authorization"] == "[REDACTED]"
+    assert "mytoken=" in rollbar_data["request"]["url"] and "term=fun" in rollbar_data["request"]["url"]
+    refused, session = (trace["exception"]["message"] for trace in rollbar_data["body"]["trace_chain"])
+    assert refused.startswith("upstream refused http://localhost/api/activities?term=fun&mytoken=")
+    assert session == "'session [REDACTED]'", "the exception it was raised while handling is scrubbed too"
+    # The URL is kept (as url.path and url.query, today's HTTP conventions), the secrets in it are not.
+    assert b"/api/activities/search" in otlp_bytes and b"term=hello&status_code=200&mytoken=[REDACTED]" in otlp_bytes
+    assert b"http.request.header.user_agent" in otlp_bytes and b"http.request.header.x_api_key" in otlp_bytes
+    assert b"upstream refused http://localhost/api/activities?term=fun&mytoken=[REDACTED]" in otlp_bytes
+    assert "upstream refused" in xray_documents and "upstream refused" in stdout

@@ -30,6 +30,7 @@ from cruddur.telemetry.enduser import EndUser, set_current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.rollbar_reporter import RollbarReporter
 from cruddur.telemetry.sampling import build_sampler
+from cruddur.telemetry.scrub import scrub_exception
 from cruddur.telemetry.settings import TelemetrySettings
 from cruddur.telemetry.tracing import Tracing
 from cruddur.telemetry.web import RequestTelemetry
@@ -89,8 +90,10 @@ class Telemetry:
         """An unhandled exception, recorded exactly once by each tool, under the request's trace id.
 
         Called by the app's 500 handler: Flask sends no `got_request_exception` for errors a
-        handler takes, and the instrumentations see only a 500 response, not the exception.
+        handler takes, and the instrumentations see only a 500 response, not the exception. Its
+        message is scrubbed first (`scrub_exception`): a secret the request sent may be quoted in it.
         """
+        scrub_exception(error)
         log.error("unhandled %s in %s %s", type(error).__name__, request.method, request.path, exc_info=error)
         span = trace.get_current_span()
         if span.is_recording():

@@ -17,7 +17,7 @@ from opentelemetry import trace
 
 from cruddur.telemetry.enduser import current_user
 from cruddur.telemetry.ids import current_ids
-from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_mapping
+from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_mapping, scrub_text
 
 #: Attributes every LogRecord has; anything else on a record came from `extra=` and is written out.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -79,9 +79,9 @@ class JsonFormatter(logging.Formatter):
                 continue
             entry[name] = REDACTED if is_sensitive(name) else scrub_mapping(value) if isinstance(value, dict) else value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = scrub_text(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = record.exc_text
+            entry["exception"] = scrub_text(record.exc_text)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

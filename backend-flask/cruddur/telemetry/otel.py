@@ -7,7 +7,7 @@ OpenTelemetry has no other way to share: the text-map propagator and the `reques
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from flask import Flask, request
 from opentelemetry import propagate
@@ -25,7 +25,7 @@ from opentelemetry.util.http import sanitize_method
 
 from cruddur.telemetry import xray_otlp
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
-from cruddur.telemetry.scrub import scrub_query, scrub_url
+from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
 
 #: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
@@ -144,6 +144,44 @@ def finish_server_span(span: Span, *_: object) -> None:
             span.set_attribute("server.address", host.removeprefix("[").removesuffix("]"))
 
 
+#: OpenTelemetry's standard settings for recording HTTP headers as span attributes, read by the
+#: instrumentations from the process environment (`opentelemetry.util.http`).
+CAPTURE_HEADER_SETTINGS = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE",
+)
+#: The attributes those settings make: `http.request.header.<name>` and `http.response.header.<name>`.
+HEADER_ATTRIBUTE_PREFIXES = ("http.request.header.", "http.response.header.")
+
+
+def scrub_captured_headers(span: Span, *_: object) -> None:
+    """The scrub list applied to captured headers: the instrumentations redact only what
+    `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS` names. Run from their hooks, which
+    come after the capture (Flask's response hook: request and response headers both)."""
+    if not span.is_recording():
+        return
+    for key, value in list(span.attributes.items()):
+        if key.startswith(HEADER_ATTRIBUTE_PREFIXES) and value != (REDACTED,) and is_sensitive(key.split(".", 3)[3]):
+            span.set_attribute(key, (REDACTED,))
+
+
+def and_captured_headers(hook: Callable[..., None] | None) -> Callable[..., None] | None:
+    """`hook`, followed by `scrub_captured_headers` when a capture setting is on: decided at start,
+    so a request pays for the pass over its attributes only when headers are recorded."""
+    if not any(os.environ.get(name) for name in CAPTURE_HEADER_SETTINGS):
+        return hook
+    if hook is None:
+        return scrub_captured_headers
+
+    def hook_then_scrub(span: Span, *args: object) -> None:
+        hook(span, *args)
+        scrub_captured_headers(span)
+
+    return hook_then_scrub
+
+
 def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None:
     """Server spans for the app, client spans and context headers for outgoing `requests` calls."""
     propagate.set_global_textmap(PROPAGATOR)
@@ -153,10 +191,14 @@ def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None
         excluded_urls=excluded_urls,
         enable_commenter=False,
         request_hook=name_unrouted_requests,
-        response_hook=finish_server_span,
+        response_hook=and_captured_headers(finish_server_span),
     )
     requests_instrumentor = RequestsInstrumentor()
     if requests_instrumentor.is_instrumented_by_opentelemetry:
         # The patch is process-wide; the newest app's provider is the one to use.
         requests_instrumentor.uninstrument()
-    requests_instrumentor.instrument(tracer_provider=provider, request_hook=scrub_span_urls)
+    requests_instrumentor.instrument(
+        tracer_provider=provider,
+        request_hook=and_captured_headers(scrub_span_urls),
+        response_hook=and_captured_headers(None),
+    )

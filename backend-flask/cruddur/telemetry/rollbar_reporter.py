@@ -21,7 +21,7 @@ from rollbar.lib.transform import Transform
 
 from cruddur.telemetry.enduser import current_user
 from cruddur.telemetry.ids import current_ids
-from cruddur.telemetry.scrub import REDACTED, SENSITIVE_NAME_FRAGMENTS, is_sensitive
+from cruddur.telemetry.scrub import REDACTED, SENSITIVE_NAME_FRAGMENTS, SENSITIVE_NAMES, is_sensitive, scrub_url
 from cruddur.telemetry.settings import RollbarSettings
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,22 @@ _STOP = object()
 _active_reporter: RollbarReporter | None = None
 
 
+#: Payload keys whose values are URLs: pyrollbar's own `url_fields`.
+URL_KEYS = frozenset({"url", "link", "href"})
+
+
 class ScrubSensitiveNames(Transform):
-    """Applies the one scrub list to every key path in a Rollbar payload: headers, params, body."""
+    """Applies the one scrub list to every key path in a Rollbar payload (headers, params, body) and
+    to the query of every URL in it (`request.url`): pyrollbar's own URL scrubbing knows only exact
+    names, so `?mytoken=` or `?x-amz-security-token=` would pass."""
 
     priority = 25
 
     def default(self, o: Any, key: tuple | None = None) -> Any:
         if key and any(is_sensitive(str(part)) for part in key):
             return REDACTED
+        if key and isinstance(o, str) and str(key[-1]).lower() in URL_KEYS:
+            return scrub_url(o)
         return o
 
 
@@ -57,7 +65,14 @@ class RollbarReporter:
         rollbar.init(
             settings.access_token,
             settings.environment,
-            scrub_fields=[*SENSITIVE_NAME_FRAGMENTS, "set-cookie", "x-api-key", "api_key", "access_token"],
+            scrub_fields=[
+                *SENSITIVE_NAME_FRAGMENTS,
+                *sorted(SENSITIVE_NAMES),
+                "set-cookie",
+                "x-api-key",
+                "api_key",
+                "access_token",
+            ],
             handler="blocking",
             endpoint=settings.endpoint,
             code_version=settings.code_version,

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cruddur.telemetry.ids import current_ids
-from cruddur.telemetry.scrub import REDACTED, is_sensitive
+from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_exception
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -205,6 +205,7 @@ class Tracing:
         except expected:
             raise
         except Exception as error:
+            scrub_exception(error)
             if otel_span is not None:
                 otel_span.record_exception(error)
                 otel_span.set_status(Status(StatusCode.ERROR, type(error).__name__))
