@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cruddur.config import ConfigError
-from cruddur.telemetry import xray_otlp
-from cruddur.telemetry.settings import XRaySettings
+from cruddur.telemetry import spend, xray_otlp
+from cruddur.telemetry.settings import TelemetrySettings, XRaySettings
 from tests.support.otlp import FakeOtlpReceiver
 from tests.support.recording import RecordingServer
 from tests.support.server import BACKEND, Gunicorn
@@ -436,3 +436,33 @@ def test_check_points_at_transaction_search_when_the_endpoint_refuses_otlp(make_
     assert "answered 400" in test_span["detail"] and "Transaction Search is not enabled" in test_span["detail"]
     assert "aws/bin/xray-setup --transaction-search" in test_span["fix"]
     assert refusing.requests[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKEFORTESTS0001/")
+
+
+# --- flask telemetry spend ---------------------------------------------------------------------------
+
+
+def test_spend_prices_transaction_search_next_to_classic_xray():
+    emitted = spend.Emitted(spans=4.0, xray_documents=1.0, log_bytes=500.0, error_log_bytes=2000.0, span_bytes=3000.0)
+    per_day = 1_000_000
+    month = per_day * spend.DAYS_PER_MONTH
+    for mode, indexed in (("sdk", 1.0), ("otlp", spend.INDEXED_SHARE)):
+        environ = {"CRUDDUR_XRAY_MODE": mode, "AWS_REGION": "us-east-1"}
+        lines, _ = spend.monthly_volumes(
+            TelemetrySettings.from_environ(environ, "development", "1"), emitted, per_day, 0
+        )
+        volume = {line.tool: line for line in lines}
+        assert volume["Transaction Search"].monthly == pytest.approx(month * 3000 / 1024**3)
+        assert volume["Transaction Search"].free is None and volume["Transaction Search"].share is None
+        assert volume["X-Ray (recorded)"].monthly == pytest.approx(month * indexed)
+        assert volume["Honeycomb"].monthly == pytest.approx(month * 4)
+
+
+def test_spend_command_measures_span_bytes_and_prints_the_transaction_search_row(make_app, aws_keys, xray_endpoint):
+    code, output = cli(make_app(otlp_mode(xray_endpoint)), "spend", "--requests-per-day", "100000")
+    assert code == 0, output
+    measured = next(line for line in output.splitlines() if line.startswith("Measured per request:"))
+    span_bytes = float(measured.split("X-Ray documents, ")[1].split(" span bytes")[0])
+    assert span_bytes > 200, "a few spans of OTLP protobuf per request"
+    [row] = [line for line in output.splitlines() if line.startswith("Transaction Search ")]
+    assert "no free tier (GB ingested)" in row
+    assert "X-Ray above counts the 1% of traces Transaction Search indexes by default" in output

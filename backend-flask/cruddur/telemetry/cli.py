@@ -94,7 +94,8 @@ def spend_command(requests_per_day: float, error_rate: float, processes: int) ->
     lines, sampling = spend.monthly_volumes(telemetry.settings, emitted, requests_per_day, error_rate, processes)
     click.echo(
         f"Measured per request: {emitted.spans:.1f} spans, {emitted.xray_documents:.1f} X-Ray documents, "
-        f"{emitted.log_bytes:.0f} log bytes; a failure adds {emitted.error_log_bytes:.0f} log bytes."
+        f"{emitted.span_bytes:.0f} span bytes (OTLP), {emitted.log_bytes:.0f} log bytes; "
+        f"a failure adds {emitted.error_log_bytes:.0f} log bytes."
     )
     events, emf_bytes = spend.metric_volumes(telemetry.settings, emitted, requests_per_day, processes)
     click.echo(
@@ -117,10 +118,22 @@ def spend_command(requests_per_day: float, error_rate: float, processes: int) ->
     click.echo(f"{'tool':<18} {'per month':>14} {'free tier':>28} {'share':>8}  free tier runs out at")
     for line in lines:
         monthly = f"{line.monthly:,.2f}" if line.unit == "GB ingested" else f"{line.monthly:,.0f}"
+        if line.free is None:
+            click.echo(f"{line.tool:<18} {monthly:>14} {f'no free tier ({line.unit})':>28} {'-':>8}  -")
+            continue
         limit = f"{line.exhausted_at_per_day:,.0f} requests/day" if line.exhausted_at_per_day is not None else "never"
         click.echo(f"{line.tool:<18} {monthly:>14} {f'{line.free:,.0f} {line.unit}':>28} {line.share:>8.1%}  {limit}")
     click.echo("")
     click.echo(
         "Free tiers as stated in cruddur/telemetry/spend.py FREE_TIERS (per month); X-Ray scanned assumes each "
         "recorded trace is read once. Volumes are what each tool receives when it is on."
+    )
+    indexed = (
+        f"counts the {spend.INDEXED_SHARE:.0%} of traces Transaction Search indexes by default"
+        if telemetry.settings.xray.mode == "otlp"
+        else "is classic X-Ray (SDK and daemon)"
+    )
+    click.echo(
+        f"{spend.TRANSACTION_SEARCH}: the spans X-Ray's OTLP endpoint stores in CloudWatch (aws/spans), as "
+        f"OTLP bytes, billed per GB of spans ingested; X-Ray above {indexed}."
     )

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from cruddur.telemetry import emf
+from cruddur.telemetry import emf, xray_otlp
+from cruddur.telemetry.otel import EXPORT_BATCH_SIZE
 from cruddur.telemetry.sampling import SamplingRule, sample_rate
 from cruddur.telemetry.settings import TelemetrySettings
 
@@ -32,6 +33,12 @@ FREE_TIERS: dict[str, tuple[float, str]] = {
     "Rollbar": (5_000, "events"),
     "CloudWatch metrics": (10, "custom metrics"),
 }
+#: X-Ray's OTLP endpoint stores every span in CloudWatch (Transaction Search), billed per GB of
+#: spans ingested rather than per trace; no free tier is assumed for it.
+TRANSACTION_SEARCH = "Transaction Search"
+#: The share of traces Transaction Search indexes as X-Ray trace summaries unless told otherwise
+#: (`aws xray update-indexing-rule`); only these count as X-Ray traces in `CRUDDUR_XRAY_MODE=otlp`.
+INDEXED_SHARE = 0.01
 DAYS_PER_MONTH = 30
 SECONDS_PER_DAY = 86_400
 GIGABYTE = 1024**3
@@ -60,6 +67,8 @@ class Emitted:
     xray_documents: float
     log_bytes: float
     error_log_bytes: float
+    #: The spans as OTLP protobuf, in batches as the exporter sends them: what X-Ray's OTLP endpoint receives.
+    span_bytes: float = 0.0
     #: Per process and metric interval: the data points an OTLP export carries (each a Honeycomb
     #: event), the EMF lines' bytes for each route served and for the worker, and the routes served.
     metric_series: float = 0.0
@@ -124,7 +133,12 @@ def measure_emitted(rounds: int = 5) -> Emitted:
                 for method, path, body in PROBE_REQUESTS:
                     client.open(path, method=method, json=body)
                     served += 1
-            spans, log_bytes = len(exporter.get_finished_spans()), counter.total
+            finished = exporter.get_finished_spans()
+            spans, log_bytes = len(finished), counter.total
+            span_bytes = sum(
+                len(xray_otlp.encode(finished[start : start + EXPORT_BATCH_SIZE]))
+                for start in range(0, len(finished), EXPORT_BATCH_SIZE)
+            )
             metrics = _measure_metrics(probe, emf_lines)
             documents = _drain(daemon)
             exporter.clear()
@@ -135,7 +149,14 @@ def measure_emitted(rounds: int = 5) -> Emitted:
             root.removeHandler(counter)
             muted()
             probe.extensions["cruddur"].telemetry.shutdown()
-    return Emitted(spans / served, documents / served, log_bytes / served, max(0.0, error_log_bytes), **metrics)
+    return Emitted(
+        spans / served,
+        documents / served,
+        log_bytes / served,
+        max(0.0, error_log_bytes),
+        span_bytes=span_bytes / served,
+        **metrics,
+    )
 
 
 def _measure_metrics(probe: object, emf_lines: list[str]) -> dict[str, float]:
@@ -207,12 +228,12 @@ class Line:
     tool: str
     monthly: float
     unit: str
-    free: float
+    free: float | None
     exhausted_at_per_day: float | None
 
     @property
-    def share(self) -> float:
-        return self.monthly / self.free
+    def share(self) -> float | None:
+        return None if self.free is None else self.monthly / self.free
 
 
 def monthly_volumes(
@@ -221,7 +242,10 @@ def monthly_volumes(
     """Each tool's monthly volume at this rate, and the daily rate at which its free tier runs out.
 
     Volumes are what each tool would receive if it is on; X-Ray's scanned traces assume each
-    recorded trace is read once (queries in the console scan more)."""
+    recorded trace is read once (queries in the console scan more). Transaction Search (the spans
+    X-Ray's OTLP endpoint stores) is priced next to classic X-Ray; with `CRUDDUR_XRAY_MODE=otlp`
+    the X-Ray rows count only the traces it indexes."""
+    indexed = INDEXED_SHARE if settings.xray.mode == "otlp" else 1.0
 
     def volumes(per_day: float) -> dict[str, float]:
         month = per_day * DAYS_PER_MONTH
@@ -230,8 +254,9 @@ def monthly_volumes(
         events, emf_bytes = metric_volumes(settings, emitted, per_day, processes)
         return {
             "Honeycomb": traced * emitted.spans + events,
-            "X-Ray (recorded)": traced,
-            "X-Ray (scanned)": traced,
+            "X-Ray (recorded)": traced * indexed,
+            "X-Ray (scanned)": traced * indexed,
+            TRANSACTION_SEARCH: traced * emitted.span_bytes / GIGABYTE,
             "CloudWatch Logs": (month * (emitted.log_bytes + error_rate * emitted.error_log_bytes) + emf_bytes)
             / GIGABYTE,
             "Rollbar": month * error_rate,
@@ -244,6 +269,7 @@ def monthly_volumes(
         Line(tool, now[tool], unit, free, _rate_where(lambda n, tool=tool: volumes(n)[tool], free))
         for tool, (free, unit) in FREE_TIERS.items()
     ]
+    lines.insert(3, Line(TRANSACTION_SEARCH, now[TRANSACTION_SEARCH], "GB ingested", None, None))
     return lines, sampling
 
 
