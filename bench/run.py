@@ -58,12 +58,16 @@ START_MARKER = "<!-- bench:results:start -->"
 END_MARKER = "<!-- bench:results:end -->"
 
 TOOLS = ("otel", "xray", "cloudwatch", "rollbar", "metrics")
+#: `CRUDDUR_XRAY_MODE=otlp`: X-Ray without SDK or daemon. Not one of the four "all on" tools (it
+#: replaces the SDK); its row is measured beside CloudWatch Logs, which the region it needs turns on.
+XRAY_OTLP = "xray-otlp"
 TOOL_NAMES = {
     "otel": "OpenTelemetry (OTLP/HTTP, batch)",
     "xray": "AWS X-Ray (SDK, UDP)",
     "cloudwatch": "CloudWatch Logs (watchtower)",
     "rollbar": "Rollbar",
     "metrics": "Metrics (OTLP; with CloudWatch, EMF lines too)",
+    XRAY_OTLP: "AWS X-Ray over OTLP (SigV4, no daemon; CloudWatch Logs subtracted)",
 }
 #: Not an observability tool: with every tool off, a Cognito token verified on every request.
 AUTH = "auth"
@@ -75,6 +79,8 @@ BENCH_KID = "bench-key-1"
 FOUR = TOOLS[:4]
 #: Metrics are exported every 5 s here, not every minute, so a CPU sample includes their exports.
 BENCH_METRIC_INTERVAL_MS = "5000"
+#: The configuration the X-Ray OTLP row is measured in, and the one whose cost it subtracts.
+XRAY_OTLP_TOOLS = ("cloudwatch", XRAY_OTLP)
 #: Sampling settings: the name in the report, and `CRUDDUR_SAMPLING_RULE` (None: keep every trace).
 SAMPLINGS = {"100%": None, "production": "aws/json/xray.json"}
 SAMPLING_NAMES = {"100%": "100% sampling", "production": "production rule (aws/json/xray.json)"}
@@ -185,7 +191,7 @@ class Variant:
 
     @property
     def key(self) -> str:
-        return f"{'+'.join(t for t in (*TOOLS, AUTH) if t in self.tools) or 'off'}@{self.sampling}"
+        return f"{'+'.join(t for t in (*TOOLS, AUTH, XRAY_OTLP) if t in self.tools) or 'off'}@{self.sampling}"
 
 
 def all_on(sampling: str) -> Variant:
@@ -241,13 +247,15 @@ def server_env(variant: Variant, stand_ins: dict[str, str], database: Path) -> d
     http_url = stand_ins["http"]
     if "otel" in variant.tools:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = http_url
-    else:
+    elif XRAY_OTLP not in variant.tools:  # X-Ray over OTLP sends the OpenTelemetry spans
         env["OTEL_SDK_DISABLED"] = "true"
     if "xray" in variant.tools:
         env["AWS_XRAY_DAEMON_ADDRESS"] = stand_ins["xray"]
+    elif XRAY_OTLP in variant.tools:
+        env.update(CRUDDUR_XRAY_MODE="otlp", AWS_XRAY_DAEMON_ADDRESS=stand_ins["xray"])
     else:
         env["AWS_XRAY_SDK_ENABLED"] = "false"
-    if "cloudwatch" in variant.tools:
+    if "cloudwatch" in variant.tools or XRAY_OTLP in variant.tools:
         env.update(
             AWS_REGION="us-east-1",
             AWS_ACCESS_KEY_ID="bench-fake-access-key-id",
@@ -598,11 +606,11 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
 
 
 def _tool_sets() -> list[tuple[str, ...]]:
-    return [(), *((tool,) for tool in TOOLS), (AUTH,), FOUR, TOOLS]
+    return [(), *((tool,) for tool in TOOLS), (AUTH,), FOUR, TOOLS, XRAY_OTLP_TOOLS]
 
 
 def _silent(stats: dict[str, dict[str, int]]) -> list[str]:
-    return [name for name in ("otlp", "xray", "cloudwatch") if not stats.get(name, {}).get("requests")]
+    return [name for name in ("otlp", "xray_otlp", "xray", "cloudwatch") if not stats.get(name, {}).get("requests")]
 
 
 def _wait_for_exports(stand_ins: StandIns, timeout: float = 8.0) -> dict[str, dict[str, int]]:
@@ -748,6 +756,16 @@ def tool_table(results: Results) -> list[str]:
             cells.append(f"+{_fmt(cost, 0)}" if cost >= 0 else _fmt(cost, 0))
         background = median_of(tools, first, "background_us_per_request") - base_background
         lines.append(f"| {label} | {' | '.join(cells)} | {_fmt(background, 0)} |")
+    cells = []
+    for sampling in SAMPLINGS:
+        cost = median_of(XRAY_OTLP_TOOLS, sampling, "cpu_us_per_request") - median_of(
+            ("cloudwatch",), sampling, "cpu_us_per_request"
+        )
+        cells.append(f"+{_fmt(cost, 0)}" if cost >= 0 else _fmt(cost, 0))
+    background = median_of(XRAY_OTLP_TOOLS, first, "background_us_per_request") - median_of(
+        ("cloudwatch",), first, "background_us_per_request"
+    )
+    lines.append(f"| + {TOOL_NAMES[XRAY_OTLP]} | {' | '.join(cells)} | {_fmt(background, 0)} |")
     lines.append(f"| (sum of each alone) | {' | '.join('+' + _fmt(sums[s], 0) for s in SAMPLINGS)} | |")
     cells = []
     for sampling in SAMPLINGS:
@@ -778,6 +796,7 @@ def stand_in_line(results: Results) -> str:
     parts = []
     for name, label, unit in (
         ("otlp", "OTLP", "exports"),
+        ("xray_otlp", "X-Ray OTLP", "signed exports"),
         ("xray", "X-Ray daemon", "datagrams"),
         ("cloudwatch", "CloudWatch Logs", "API calls"),
         ("rollbar", "Rollbar", "items"),

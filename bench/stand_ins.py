@@ -4,7 +4,9 @@ Run as `python -m bench.stand_ins`, in a process of its own (pinned away from th
 server), so what they spend is never counted as the server's. They answer the way the real
 services do, without decoding anything:
 
-- OTLP/HTTP: `POST /v1/traces` -> 200, empty body (the exporter does not read it).
+- OTLP/HTTP: `POST /v1/traces` -> 200, empty body (the exporter does not read it); a request
+  signed SigV4 (`Authorization: AWS4-HMAC-SHA256 ...`) is X-Ray's OTLP endpoint and counted apart,
+  its signature taken on trust.
 - CloudWatch Logs (JSON protocol, dispatched on `X-Amz-Target`): DescribeLogGroups ->
   `{"logGroups": []}`, PutLogEvents -> `{"nextSequenceToken": "1"}`, anything else -> `{}`.
 - Rollbar: `POST /api/1/item/` -> `{"err": 0, "result": {}}`.
@@ -39,7 +41,9 @@ class Counters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.counts: dict[str, list[int]] = {name: [0, 0] for name in ("otlp", "xray", "cloudwatch", "rollbar")}
+        self.counts: dict[str, list[int]] = {
+            name: [0, 0] for name in ("otlp", "xray_otlp", "xray", "cloudwatch", "rollbar")
+        }
 
     def add(self, name: str, size: int) -> None:
         with self._lock:
@@ -80,7 +84,8 @@ def _handler(counters: Counters, jwks: bytes | None) -> type[BaseHTTPRequestHand
                 counters.add("rollbar", size)
                 self._reply(_ROLLBAR_REPLY)
             else:
-                counters.add("otlp", size)
+                signed = (self.headers.get("Authorization") or "").startswith("AWS4-HMAC-SHA256 ")
+                counters.add("xray_otlp" if signed else "otlp", size)
                 self._reply(_EMPTY, "application/x-protobuf")
 
         do_PUT = do_POST

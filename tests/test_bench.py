@@ -17,6 +17,7 @@ from pathlib import Path
 import boto3
 import botocore.config
 import pytest
+from botocore.credentials import Credentials
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -25,6 +26,7 @@ from bench import run as bench_run
 from bench import stand_ins
 from bench.load import parse_wrk
 from bench.run import AUTH_NAME, END_MARKER, START_MARKER, TOOL_NAMES, BenchToken
+from cruddur.telemetry.xray_otlp import SigV4Session
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,3 +213,16 @@ def test_a_new_report_keeps_the_text_written_around_the_generated_part(tmp_path,
     output.unlink()
     bench_run.write_report(None, output)
     assert output.read_text().startswith("# Benchmarks: what observability costs")
+
+
+def test_stand_ins_count_xray_otlp_apart_by_its_signature(backends, monkeypatch) -> None:
+    """The benchmark's X-Ray OTLP row is real only if signed exports reach the stand-in."""
+    session = SigV4Session(Credentials("bench-fake-access-key-id", "bench-fake-secret"), "us-east-1")
+    exporter = OTLPSpanExporter(endpoint=f"{backends['http']}/v1/traces", timeout=5, session=session)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("bench-test").start_as_current_span("one"):
+        pass
+    with urllib.request.urlopen(f"{backends['http']}/stats", timeout=5) as response:
+        stats = json.load(response)
+    assert stats["xray_otlp"]["requests"] == 1 and stats["otlp"]["requests"] == 0
