@@ -58,7 +58,7 @@ START_MARKER = "<!-- bench:results:start -->"
 END_MARKER = "<!-- bench:results:end -->"
 
 TOOLS = ("otel", "xray", "cloudwatch", "rollbar", "metrics")
-#: `CRUDDUR_XRAY_MODE=otlp`: X-Ray without SDK or daemon. Not one of the four "all on" tools (it
+#: `CRUDDUR_XRAY_MODE=otlp`: X-Ray without SDK or daemon. Not one of the "all on" tools (it
 #: replaces the SDK); its row is measured beside CloudWatch Logs, which the region it needs turns on.
 XRAY_OTLP = "xray-otlp"
 TOOL_NAMES = {
