@@ -211,12 +211,16 @@ def test_unknown_key_ids_fetch_the_keys_at_most_once_a_minute(make_app, user_poo
     assert user_pool.fetches == 1, "the pool's own key was among those fetched"
 
 
-@pytest.mark.parametrize("failure", ["500", "not JSON", "no keys", "refused", "hang"])
+@pytest.mark.parametrize("failure", ["500", "redirect", "not JSON", "no keys", "HS256 key only", "refused", "hang"])
 def test_an_unreachable_key_endpoint_is_a_401_never_a_500_or_a_hang(make_app, user_pool, database_url, failure):
     client = make_app(user_pool.settings).test_client()
     server = user_pool.server
     if failure == "500":
         server.status = 500
+    elif failure == "redirect":
+        server.status = 302  # with the real key set as its body: still not where the keys are
+    elif failure == "HS256 key only":
+        server.reply = {"keys": [{"kty": "oct", "kid": KID, "alg": "HS256", "k": b64url(b"public-secret")}]}
     elif failure == "not JSON":
         server.reply = ["not", "a", "key", "set"]
     elif failure == "no keys":

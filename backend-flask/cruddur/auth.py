@@ -132,14 +132,21 @@ class AuthSettings:
 
 
 def fetch_jwks(url: str, timeout: float = JWKS_TIMEOUT_SECONDS) -> dict[str, PyJWK]:
-    """The RS256 signing keys of a JWKS endpoint by `kid`; raises on any failure."""
+    """The RS256 signing keys of a JWKS endpoint by `kid`; raises on any failure, within about 3 times `timeout`
+    (`timeout` bounds each connect and read; the whole body must also arrive within twice `timeout`)."""
+    deadline = time.monotonic() + 2 * timeout
+    body = b""
     with requests.get(
         url, timeout=(timeout, timeout), allow_redirects=False, stream=True, headers={"Accept": "application/json"}
     ) as response:
-        response.raise_for_status()
-        body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
-    if len(body) > MAX_JWKS_BYTES:
-        raise ValueError(f"the key set is larger than {MAX_JWKS_BYTES} bytes")
+        if response.status_code != 200:
+            raise ValueError(f"the key set endpoint answered {response.status_code}")
+        for chunk in response.iter_content(16 * 1024):
+            body += chunk
+            if len(body) > MAX_JWKS_BYTES:
+                raise ValueError(f"the key set is larger than {MAX_JWKS_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the key set took too long to arrive")
     data = json.loads(body)
     if not isinstance(data, dict):
         raise ValueError("the key set is not a JSON object")
