@@ -26,6 +26,7 @@ from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
 from cruddur.telemetry import cloudwatch, logs, metrics, otel, xray_otlp
+from cruddur.telemetry.counts import Counts, CountsReporter, ToolCounts, describe
 from cruddur.telemetry.enduser import EndUser, set_current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.rollbar_reporter import RollbarReporter
@@ -36,6 +37,8 @@ from cruddur.telemetry.tracing import Tracing
 from cruddur.telemetry.web import RequestTelemetry
 
 log = logging.getLogger(__name__)
+#: The counts lines: stdout only (see `CountsReporter`).
+counts_log = logging.getLogger("cruddur.telemetry.counts")
 
 #: Flask setting (not an environment variable) through which tests hand in their own span exporter.
 TEST_SPAN_EXPORTER = "TELEMETRY_SPAN_EXPORTER"
@@ -59,6 +62,8 @@ class Telemetry:
         self.metrics: metrics.Metrics | None = None
         self.sampling_description = ""
         self._closers: list[tuple[str, Callable[[float], None]]] = []
+        self._counted: dict[str, Callable[[], dict[str, int]]] = {}
+        self._reporter = CountsReporter(self.tool_counts, settings.counts_interval_seconds, counts_log)
         self._closed = False
         self._lock = threading.Lock()
 
@@ -66,6 +71,21 @@ class Telemetry:
     def emf_on(self) -> bool:
         """Metrics go to CloudWatch as EMF lines when CloudWatch Logs is on and they are not turned off."""
         return self.cloudwatch is not None and self.settings.metrics.emf_wanted
+
+    def count(self, tool: str, snapshot: Callable[[], dict[str, int]]) -> None:
+        """Register a tool's counts (`cruddur.telemetry.counts`) under its name in `tool_counts`."""
+        self._counted[tool] = snapshot
+
+    def tool_counts(self) -> Counts:
+        """For each tool that is on, what it was given (`queued`), `sent` and `dropped` in this
+        process so far: `{"opentelemetry": {"queued": .., "sent": .., "dropped": ..}, "xray": ..,
+        "cloudwatch": .., "rollbar": ..}`. The periodic and stop lines log it; metrics can export it."""
+        return {tool: snapshot() for tool, snapshot in self._counted.items()}
+
+    def start_reporting(self) -> None:
+        """Log the counts every `CRUDDUR_TELEMETRY_COUNTS_INTERVAL` seconds when they change."""
+        if self._counted:
+            self._reporter.start()
 
     def current_trace_id(self) -> str | None:
         """The trace id of the request being served (32 hex digits), for error bodies."""
@@ -121,6 +141,7 @@ class Telemetry:
             if self._closed:
                 return
             self._closed = True
+        self._reporter.stop()
         deadline = time.monotonic() + (timeout if timeout is not None else self.settings.shutdown_timeout_seconds)
         workers = [
             (name, threading.Thread(target=close, args=(deadline,), name=f"shutdown-{name}", daemon=True))
@@ -132,12 +153,30 @@ class Telemetry:
             worker.join(max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 log.warning("shutdown: %s did not finish flushing before the deadline; the rest is dropped", name)
+        if self._counted:
+            counts = final_counts(self.tool_counts())
+            dropped = any(c["dropped"] for c in counts.values())
+            counts_log.log(
+                logging.WARNING if dropped else logging.INFO,
+                "telemetry stopped: %s",
+                describe(counts),
+                extra={"telemetry": counts},
+            )
 
     def after_fork(self) -> None:
         """In a worker forked from a master that built the app. OpenTelemetry's batch processor and
         the CloudWatch handler restart their own threads (both hook `os.register_at_fork`)."""
         if self.rollbar is not None:
             self.rollbar.after_fork()
+        self.start_reporting()
+
+
+def final_counts(counts: Counts) -> Counts:
+    """Counts at the stop: what is neither sent nor dropped by then is lost with the process."""
+    return {
+        tool: {**c, "dropped": c["dropped"] + max(0, c["queued"] - c["sent"] - c["dropped"])}
+        for tool, c in counts.items()
+    }
 
 
 def _shutdown_at_exit(reference: weakref.ReferenceType[Telemetry]) -> None:
@@ -179,6 +218,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
         _start_cloudwatch(telemetry)
     if telemetry_settings.rollbar.enabled:
         telemetry.rollbar = RollbarReporter(telemetry_settings.rollbar)
+        telemetry.count("rollbar", telemetry.rollbar.counts.snapshot)
         telemetry.on_close("Rollbar", telemetry.rollbar.flush_and_close)
     _start_metrics(telemetry, request_telemetry, version, settings.environment, app.config.get(TEST_EMF_WRITER))
 
@@ -191,6 +231,7 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     (log.info if telemetry.cloudwatch_off is None else log.warning)("telemetry: %s", cloudwatch_line)
     log.info("telemetry: %s", telemetry_settings.rollbar.describe())
     log.info("telemetry: %s", telemetry_settings.metrics.describe(telemetry.emf_on))
+    telemetry.start_reporting()
     atexit.register(_shutdown_at_exit, weakref.ref(telemetry))
     return telemetry
 
@@ -200,7 +241,9 @@ def _start_otel(
 ) -> TracerProvider:
     otel_settings = telemetry.settings.otel
     otel.use_stable_http_conventions(otel_settings.semconv_opt_in)
-    processor = telemetry.processor = otel.build_processor(otel_settings, exporter, telemetry.xray_destination)
+    counts = ToolCounts()
+    processor = telemetry.processor = otel.build_processor(otel_settings, exporter, counts, telemetry.xray_destination)
+    telemetry.count("opentelemetry", counts.snapshot)
     provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processor)
     otel.instrument(app, provider, otel_settings.excluded_urls)
     telemetry.tracing.tracer = provider.get_tracer("cruddur")
@@ -213,6 +256,7 @@ def _start_xray(app: Flask, telemetry: Telemetry, provider: TracerProvider | Non
     from cruddur.telemetry import xray
 
     recorder = xray.build_recorder(telemetry.settings.xray)
+    telemetry.count("xray", recorder.emitter.counts.snapshot)
     telemetry.xray_middleware = xray.LinkedXRayMiddleware(app, recorder)
     telemetry.tracing.xray = xray.XRaySubsegments(recorder)
     if provider is not None:
@@ -222,6 +266,7 @@ def _start_xray(app: Flask, telemetry: Telemetry, provider: TracerProvider | Non
 def _start_cloudwatch(telemetry: Telemetry) -> None:
     handler = telemetry.cloudwatch = cloudwatch.BoundedCloudWatchHandler(telemetry.settings.cloudwatch)
     logs.add_handler(handler, "cloudwatch")
+    telemetry.count("cloudwatch", handler.counts.snapshot)
 
     def close(deadline: float) -> None:
         logs.remove_handler(handler)
@@ -230,18 +275,6 @@ def _start_cloudwatch(telemetry: Telemetry) -> None:
         handler.flush_and_close(deadline)
 
     telemetry.on_close("CloudWatch Logs", close)
-
-
-def _tool_counts(telemetry: Telemetry) -> dict[str, dict[str, int]]:
-    """Items each tool has queued and dropped so far in this process, as far as it counts them."""
-    counts: dict[str, dict[str, int]] = {}
-    handler = telemetry.cloudwatch
-    if handler is not None:
-        counts["CloudWatch Logs"] = {
-            "queued": sum(q.qsize() for q in list(handler.queues.values())),
-            "dropped": handler.dropped,
-        }
-    return counts
 
 
 def _start_metrics(
@@ -256,7 +289,7 @@ def _start_metrics(
     if emf_write is None and telemetry.emf_on and telemetry.cloudwatch is not None:
         emf_write = telemetry.cloudwatch.emit_line
     resource = otel.build_resource(settings.otel, version, environment)
-    built = telemetry.metrics = metrics.build(settings.metrics, resource, emf_write, lambda: _tool_counts(telemetry))
+    built = telemetry.metrics = metrics.build(settings.metrics, resource, emf_write, telemetry.tool_counts)
     if built is not None:
         request_telemetry.metrics = built.requests
         telemetry.on_close("Metrics", built.shutdown)

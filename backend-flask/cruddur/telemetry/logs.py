@@ -65,6 +65,9 @@ class JsonFormatter(logging.Formatter):
         return cached
 
     def _format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self._entry(record), default=str, ensure_ascii=False)
+
+    def _entry(self, record: logging.LogRecord) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -82,7 +85,64 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = scrub_text(self.formatException(record.exc_info))
         elif record.exc_text:
             entry["exception"] = scrub_text(record.exc_text)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return entry
+
+    def fit(self, record: logging.LogRecord, max_bytes: int) -> str:
+        """The record as JSON of at most `max_bytes` UTF-8 bytes, for a backend that limits a line.
+
+        The trace ids come first, then time, level and logger, all whole; then `truncated: true`,
+        the message (its start) and the exception (its end, where the error is), each cut with a
+        marker saying how much was left out; extra fields stay if they fit, else are left out
+        and named in `omitted`.
+        """
+        entry = self._entry(record)
+        head = {name: entry.pop(name) for name in (*_TRACE_FIELDS, "time", "level", "logger") if name in entry}
+        message, exception = str(entry.pop("message", "")), entry.pop("exception", None)
+        fitted: dict[str, Any] = {**head, "truncated": True, "message": "", **entry}
+        if exception is not None:
+            fitted["exception"] = ""
+        if _json_size(fitted) + 2 * _MARKER_RESERVE > max_bytes and entry:
+            for name in entry:
+                del fitted[name]
+            fitted["omitted"] = sorted(entry)
+        budget = max(0, max_bytes - _json_size(fitted))
+        message_size = _json_size(message)
+        exception_size = _json_size(exception) if exception is not None else 0
+        if exception is None:
+            message_budget = budget
+        elif message_size + exception_size <= budget:
+            message_budget = message_size
+        else:
+            message_budget = max(budget - exception_size, min(message_size, budget // 2))
+        fitted["message"] = _cut(message, message_budget, keep_end=False)
+        if exception is not None:
+            fitted["exception"] = _cut(exception, budget - _json_size(fitted["message"]), keep_end=True)
+        return json.dumps(fitted, default=str, ensure_ascii=False)
+
+
+#: Room kept for "…[N bytes cut]" in a shortened field.
+_MARKER_RESERVE = 32
+
+
+def _json_size(value: Any) -> int:
+    """Bytes `value` takes in a line (a string without its quotes)."""
+    text = json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return len(text) - 2 if isinstance(value, str) else len(text)
+
+
+def _cut(text: str, budget: int, keep_end: bool) -> str:
+    """`text` within `budget` bytes of JSON, its start (or end) kept and a marker where it was cut."""
+    full = size = _json_size(text)
+    if full <= budget:
+        return text
+    keep, kept = len(text), text
+    room = max(0, budget - _MARKER_RESERVE)
+    while keep and size > room:
+        keep = min(keep - 1, keep * room // size)
+        kept = (text[len(text) - keep :] if keep_end else text[:keep]) if keep else ""
+        size = _json_size(kept)
+    marker = f"[{full - size} bytes cut]"
+    return f"{marker}…{kept}" if keep_end else f"{kept}…{marker}"
 
 
 def preformatted_record(name: str, line: str, created: float) -> logging.LogRecord:

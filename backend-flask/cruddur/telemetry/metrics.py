@@ -167,7 +167,7 @@ def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: Tool
 
     meter.create_observable_counter(emf.TOOL_SENT, [counts("sent")], unit="{item}")
     meter.create_observable_counter(emf.TOOL_DROPPED, [counts("dropped")], unit="{item}")
-    meter.create_observable_up_down_counter(emf.TOOL_QUEUED, [counts("queued")], unit="{item}")
+    meter.create_observable_counter(emf.TOOL_QUEUED, [counts("queued")], unit="{item}")
 
 
 #: The EMF reader reports each interval on its own: deltas for counts and histograms, current values otherwise.

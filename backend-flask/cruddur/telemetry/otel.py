@@ -7,7 +7,8 @@ OpenTelemetry has no other way to share: the text-map propagator and the `reques
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from flask import Flask, request
 from opentelemetry import propagate
@@ -17,13 +18,14 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Span
 from opentelemetry.util.http import sanitize_method
 
 from cruddur.telemetry import xray_otlp
+from cruddur.telemetry.counts import ToolCounts
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
 from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
@@ -68,12 +70,17 @@ EXPORT_BATCH_SIZE = 128
 
 
 def build_processor(
-    settings: OtelSettings, exporter: SpanExporter | None, xray: xray_otlp.Destination | None = None
+    settings: OtelSettings,
+    exporter: SpanExporter | None,
+    counts: ToolCounts,
+    xray: xray_otlp.Destination | None = None,
 ) -> SpanProcessor:
     """A batching processor on the OTLP exporter; a test's own exporter gets spans synchronously.
-    With X-Ray's OTLP endpoint too, each batch is encoded once and the bytes posted to both."""
+    With X-Ray's OTLP endpoint too, each batch is encoded once and the bytes posted to both.
+    Either counts its spans in `counts` (see `cruddur.telemetry.counts`): with two destinations, a
+    span is sent when both took it."""
     if exporter is not None:
-        return SimpleSpanProcessor(exporter)
+        return _counted(CountedSimpleSpanProcessor(CountingSpanExporter(exporter, counts)), counts)
     otlp = (
         OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds)
         if settings.enabled
@@ -84,7 +91,85 @@ def build_processor(
         otlp = xray_otlp.SharedBytesExporter([*others, xray])
     # Our smaller default batch must still fit a smaller queue (the SDK refuses batch > queue).
     queue = settings.bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
-    return BatchSpanProcessor(otlp, **{"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp})
+    processor = CountedBatchSpanProcessor(
+        CountingSpanExporter(otlp, counts),
+        **{"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp},
+    )
+    return _counted(processor, counts)
+
+
+class CountingSpanExporter(SpanExporter):
+    """Counts what its exporter sent and what it failed to send."""
+
+    def __init__(self, exporter: SpanExporter, counts: ToolCounts) -> None:
+        self._exporter = exporter
+        self._counts = counts
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception:
+            self._counts.add(dropped=len(spans))
+            raise
+        if result is SpanExportResult.SUCCESS:
+            self._counts.add(sent=len(spans))
+        else:
+            self._counts.add(dropped=len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+class _CountsQueued:
+    """Counts every sampled span handed to the processor: one addition per span, nothing else."""
+
+    counts: ToolCounts
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled:
+            self.counts.add(queued=1)
+        super().on_end(span)  # type: ignore[misc]
+
+
+class CountedBatchSpanProcessor(_CountsQueued, BatchSpanProcessor):
+    pass
+
+
+class CountedSimpleSpanProcessor(_CountsQueued, SimpleSpanProcessor):
+    pass
+
+
+class _CountDrops:
+    """The SDK's processor metrics, plus our count of the spans a processor drops (queue full, or
+    ended after shutdown). The SDK reports those drops only to this hook and a warning line."""
+
+    def __init__(self, inner: Any, counts: ToolCounts) -> None:
+        self._inner = inner
+        self._counts = counts
+
+    def register_queue_size(self, get_queue_size: Any) -> None:
+        self._inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        self._counts.add(dropped=count)
+        self._inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self._inner.finish_items(count)
+
+
+def _counted(processor: CountedBatchSpanProcessor | CountedSimpleSpanProcessor, counts: ToolCounts) -> SpanProcessor:
+    """Give a processor its counts. The one place that reaches into the SDK: a processor drops
+    spans through its private `_metrics` (the batch processor's in `_batch_processor`), and that
+    is the only way to learn how many (opentelemetry-sdk 1.45; `test_export.py` covers it)."""
+    processor.counts = counts
+    owner = getattr(processor, "_batch_processor", processor)
+    owner._metrics = _CountDrops(owner._metrics, counts)
+    return processor
 
 
 def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanProcessor) -> TracerProvider:

@@ -19,6 +19,7 @@ import rollbar
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from rollbar.lib.transform import Transform
 
+from cruddur.telemetry.counts import ToolCounts
 from cruddur.telemetry.enduser import current_user
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.scrub import REDACTED, SENSITIVE_NAME_FRAGMENTS, SENSITIVE_NAMES, is_sensitive, scrub_url
@@ -58,9 +59,8 @@ class RollbarReporter:
 
     def __init__(self, settings: RollbarSettings, max_queued: int = MAX_QUEUED_ITEMS) -> None:
         self.settings = settings
-        self.dropped = 0
+        self.counts = ToolCounts()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queued)
-        self._sending = threading.local()
         self._abandoned = threading.Event()
         rollbar.init(
             settings.access_token,
@@ -94,6 +94,10 @@ class RollbarReporter:
         rollbar.events.add_payload_handler(self._enqueue)
         self._start_worker()
 
+    @property
+    def dropped(self) -> int:
+        return self.counts.dropped
+
     def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._send_queued, name="rollbar-sender", daemon=True)
         self._worker.start()
@@ -124,21 +128,21 @@ class RollbarReporter:
             message, level, request=request, extra_data=self._trace_data(), payload_data=self._person()
         )
 
-    def _enqueue(self, payload: dict, **_: Any) -> dict | bool:
-        """pyrollbar's payload hook: on the sender thread let the payload through, elsewhere queue it."""
-        if getattr(self._sending, "active", False):
-            return payload
+    def _enqueue(self, payload: dict, **_: Any) -> bool:
+        """pyrollbar's payload hook: queue the item for the sender thread; pyrollbar sends nothing."""
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("Rollbar: %d items dropped while the API could not keep up", self.dropped)
+            self.counts.add(queued=1, dropped=1)
+            dropped = self.counts.dropped
+            if dropped == 1 or dropped % 100 == 0:
+                log.warning("Rollbar: %d items dropped while the API could not keep up", dropped)
+        else:
+            self.counts.add(queued=1)
         return False
 
     def _send_queued(self) -> None:
         """The sender thread: its HTTP calls are Rollbar's, not the app's, so they are not traced."""
-        self._sending.active = True
         with suppress_instrumentation():
             self._send_until_stopped()
 
@@ -154,12 +158,28 @@ class RollbarReporter:
             try:
                 if payload is _STOP:
                     return
-                if not self._abandoned.is_set():
-                    rollbar.send_payload(payload, self.settings.access_token)
-            except Exception:
-                log.exception("Rollbar: sending an item failed")
+                if self._abandoned.is_set() or not self._send(payload):
+                    self.counts.add(dropped=1)
+                else:
+                    self.counts.add(sent=1)
             finally:
                 self._queue.task_done()
+
+    def _send(self, payload: dict) -> bool:
+        """Post one item; True when Rollbar took it.
+
+        `rollbar.send_payload` swallows every failure, so the item API is called the way it calls
+        it (`_serialize_payload`, `_post_api`: pyrollbar 1.5), to learn the outcome: a result on
+        success, None when throttled (429) or for a 502, an exception for any other error.
+        """
+        try:
+            result = rollbar._post_api(
+                "item/", rollbar._serialize_payload(payload), access_token=self.settings.access_token
+            )
+        except Exception as error:
+            log.warning("Rollbar: an item was not sent: %s", error)
+            return False
+        return result is not None
 
     def flush_and_close(self, deadline: float) -> None:
         """Send what is queued, then stop the sender; the caller bounds how long this may take."""

@@ -468,6 +468,7 @@ class TelemetrySettings:
     rollbar: RollbarSettings
     metrics: MetricsSettings
     shutdown_timeout_seconds: float
+    counts_interval_seconds: float
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], environment: str, version: str) -> TelemetrySettings:
@@ -480,4 +481,5 @@ class TelemetrySettings:
             rollbar=RollbarSettings.from_environ(environ, environment, version),
             metrics=MetricsSettings.from_environ(environ),
             shutdown_timeout_seconds=positive_number(environ, "CRUDDUR_SHUTDOWN_TIMEOUT", 10.0),
+            counts_interval_seconds=positive_number(environ, "CRUDDUR_TELEMETRY_COUNTS_INTERVAL", 60.0),
         )

@@ -29,6 +29,7 @@ from aws_xray_sdk.ext.util import calculate_segment_name, get_hostname, strip_ur
 from flask import Flask, Response, request
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from cruddur.telemetry.counts import ToolCounts
 from cruddur.telemetry.enduser import EndUser
 from cruddur.telemetry.ids import current_ids
 from cruddur.telemetry.settings import XRaySettings
@@ -77,10 +78,15 @@ def split_document(document: dict, budget: int) -> list[tuple[str, str]]:
 
 class QuietUDPEmitter(UDPEmitter):
     """The SDK's non-blocking UDP emitter, minus a traceback per request while the daemon is down,
-    and with documents over the datagram limit split by size rather than lost."""
+    and with documents over the datagram limit split by size rather than lost.
+
+    `counts` counts documents (segments, subsegments the SDK streams on their own, and the parts
+    of a split one): a UDP send has no queue, so each is sent or dropped at once.
+    """
 
     def __init__(self, daemon_address: str) -> None:
         super().__init__(daemon_address)
+        self.counts = ToolCounts()
         self.failures = 0
         self._last_warning: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -107,6 +113,7 @@ class QuietUDPEmitter(UDPEmitter):
             return
         try:
             self._send_data(PROTOCOL_HEADER + document)
+            self.counts.add(queued=1, sent=1)
         except OSError as error:
             if error.errno == errno.EMSGSIZE:
                 self._dropped(
@@ -127,6 +134,7 @@ class QuietUDPEmitter(UDPEmitter):
                 )
 
     def _dropped(self, kind: str, message: str, *args: object) -> None:
+        self.counts.add(queued=1, dropped=1)
         with self._lock:
             self.failures += 1
             failures = self.failures
