@@ -52,8 +52,9 @@ def test_every_line_is_json_with_the_trace_ids_of_its_request(make_app, capsys):
     assert "Bearer" not in json.dumps(access)
 
 
-def test_one_access_line_per_request_errors_at_error_level_and_no_health_lines(make_app, capsys, monkeypatch):
+def test_one_access_line_per_request_and_no_health_lines(make_app, capsys, monkeypatch):
     app = make_app()
+    app.add_url_rule("/unavailable", view_func=lambda: ({"status": 503}, 503))
     client = app.test_client()
     client.get("/api/health")
     client.post("/api/activities", json={"message": ""})
@@ -63,12 +64,29 @@ def test_one_access_line_per_request_errors_at_error_level_and_no_health_lines(m
     client.get("/api/health")
     client.post("/api/activities", json={"message": ""})
     client.get("/api/activities/home")
+    client.get("/unavailable")
     access = [
         (r["http"]["path"], r["http"]["status"], r["level"])
         for r in stdout_records(capsys)
         if r["logger"] == "cruddur.access"
     ]
-    assert access == [("/api/activities", 422, "INFO"), ("/api/activities/home", 500, "ERROR")]
+    assert access == [
+        ("/api/activities", 422, "INFO"),
+        ("/api/activities/home", 500, "INFO"),  # its failure has its own ERROR line
+        ("/unavailable", 503, "ERROR"),  # nothing else says this request failed
+    ]
+
+
+def test_an_unhandled_exception_writes_exactly_one_error_line(make_app, capsys, monkeypatch):
+    app = make_app()
+    break_home_feed(app, monkeypatch)
+    capsys.readouterr()
+    trace_id = app.test_client().get("/api/activities/home").get_json()["trace_id"]
+    records = [r for r in stdout_records(capsys) if r.get("trace_id") == trace_id]
+    [error] = [r for r in records if r["level"] in {"ERROR", "CRITICAL"}]
+    assert error["logger"] == "cruddur.telemetry" and "RuntimeError: the disk caught fire" in error["exception"]
+    [access] = [r for r in records if r["logger"] == "cruddur.access"]
+    assert access["http"]["status"] == 500 and access["level"] == "INFO"
 
 
 def test_cloudwatch_gets_json_lines_with_trace_ids_in_a_group_with_retention(make_app, aws):

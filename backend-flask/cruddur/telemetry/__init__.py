@@ -34,7 +34,7 @@ from cruddur.telemetry.sampling import build_sampler
 from cruddur.telemetry.scrub import scrub_exception
 from cruddur.telemetry.settings import TelemetrySettings
 from cruddur.telemetry.tracing import Tracing
-from cruddur.telemetry.web import RequestTelemetry
+from cruddur.telemetry.web import RequestTelemetry, note_failure_logged
 
 log = logging.getLogger(__name__)
 #: The counts lines: stdout only (see `CountsReporter`).
@@ -115,6 +115,7 @@ class Telemetry:
         """
         scrub_exception(error)
         log.error("unhandled %s in %s %s", type(error).__name__, request.method, request.path, exc_info=error)
+        note_failure_logged()
         span = trace.get_current_span()
         if span.is_recording():
             span.record_exception(error)

@@ -42,7 +42,7 @@ def ids_from_otel_span() -> TraceIds | None:
 
 
 class _RequestState:
-    __slots__ = ("ids", "route", "started", "status", "token", "user_token")
+    __slots__ = ("failure_logged", "ids", "route", "started", "status", "token", "user_token")
 
     def __init__(self, ids: TraceIds, token: object) -> None:
         self.ids = ids
@@ -52,6 +52,14 @@ class _RequestState:
         self.started = time.perf_counter()
         self.status = 0
         self.route: str | None = None
+        self.failure_logged = False
+
+
+def note_failure_logged() -> None:
+    """The request's failure has its ERROR line (with the traceback): its access line is not a second one."""
+    state: _RequestState | None = request.environ.get(_STATE_KEY)
+    if state is not None:
+        state.failure_logged = True
 
 
 class RequestTelemetry:
@@ -124,14 +132,14 @@ class RequestTelemetry:
         try:
             if self.metrics is not None:
                 self.metrics.finished(request.method, state.route, status, seconds)
-            self._log_access(status, seconds)
+            self._log_access(status, seconds, state.failure_logged)
         finally:
             reset_current_user(state.user_token)
             reset_current_ids(state.token)
 
-    def _log_access(self, status: int, seconds: float) -> None:
+    def _log_access(self, status: int, seconds: float, failure_logged: bool) -> None:
         access_log.log(
-            logging.ERROR if status >= 500 else logging.INFO,
+            logging.ERROR if status >= 500 and not failure_logged else logging.INFO,
             "%s %s %s",
             request.method,
             request.path,
