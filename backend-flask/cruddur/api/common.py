@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from flask import current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from cruddur.services import Deps
 from cruddur.telemetry.enduser import EndUser
@@ -42,6 +43,8 @@ def json_object() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "Send a JSON body with Content-Type: application/json.")
     raw = request.get_data(cache=True)
+    if request.content_length is None and _more_than_allowed(raw):
+        raise RequestEntityTooLarge()
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -49,3 +52,14 @@ def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "body_not_object", "The request body must be a JSON object.")
     return body
+
+
+def _more_than_allowed(raw: bytes) -> bool:
+    """Whether a body sent without Content-Length (chunked) went on past the limit.
+
+    Werkzeug reads such a body up to `MAX_CONTENT_LENGTH` and stops there without a word, so a body
+    over the limit would arrive cut (and fail as malformed JSON). One byte more, read from the
+    server's own stream, tells a body of exactly the limit from a longer one.
+    """
+    limit = request.max_content_length
+    return limit is not None and len(raw) >= limit and bool(request.environ["wsgi.input"].read(1))

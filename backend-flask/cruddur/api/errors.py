@@ -66,10 +66,21 @@ def database_unavailable() -> tuple[Response, int]:
     return error_response(503, "database_unavailable", "The database does not answer; try again shortly.")
 
 
+def _http_message(status: int) -> str | None:
+    """Our words for the HTTP errors a client meets most, naming what it can change."""
+    if status == 404:
+        return "Nothing is served at this URL."
+    if status == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return f"The request body is larger than {limit} bytes, the limit set by CRUDDUR_MAX_BODY_BYTES."
+    return None
+
+
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     status = error.code or 500
     code = HTTP_ERROR_CODES.get(status) or _NON_WORD.sub("_", (error.name or "error").lower()).strip("_")
-    response, status = error_response(status, code, error.description or error.name)
+    message = _http_message(status) or error.description or error.name
+    response, status = error_response(status, code, message)
     valid_methods = getattr(error, "valid_methods", None)
     if valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)
