@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
@@ -179,3 +180,30 @@ def test_a_canary_secret_reaches_no_backend_and_no_stdout(
     assert b"http.request.header.user_agent" in otlp_bytes and b"http.request.header.x_api_key" in otlp_bytes
     assert b"upstream refused http://localhost/api/activities?term=fun&mytoken=[REDACTED]" in otlp_bytes
     assert "upstream refused" in xray_documents and "upstream refused" in stdout
+
+
+class GoneClient(io.RawIOBase):
+    """A request body whose client went away: every read fails."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        raise OSError("the client went away")
+
+
+def test_a_failure_whose_body_cannot_be_read_is_still_reported_once(make_app, rollbar_api, monkeypatch):
+    """Looking for the request's secrets reads its body; a body that cannot be read has none, and
+    the failure is answered and reported as any other."""
+    app = make_app({"ROLLBAR_ACCESS_TOKEN": "fake-rollbar-token-0008", "ROLLBAR_ENDPOINT": rollbar_api.endpoint})
+
+    def broken(*args):
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(app.extensions["cruddur"].deps.store, "home_activities", broken)
+    gone = {"wsgi.input": GoneClient(), "CONTENT_LENGTH": "20", "CONTENT_TYPE": "application/json"}
+    response = app.test_client().get("/api/activities/home", environ_overrides=gone)
+    app.extensions["cruddur"].telemetry.shutdown()
+    assert response.status_code == 500 and response.get_json()["error"] == "internal_error"
+    [item] = rollbar_api.requests
+    assert item.json()["data"]["body"]["trace"]["exception"]["message"] == "the disk caught fire"

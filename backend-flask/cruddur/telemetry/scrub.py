@@ -125,9 +125,11 @@ def request_secrets(request: Any) -> tuple[str, ...]:
         if is_sensitive(name):
             values += [value, value.rsplit(None, 1)[-1]]  # `Bearer <token>`: the token alone too
     values += request.cookies.values()
-    if request.mimetype == "application/x-www-form-urlencoded":
-        values += (value for name, value in request.form.items(multi=True) if is_sensitive(name))
-    values += _sensitive_values(request.get_json(silent=True))
+    # A body that cannot be read (too large, the client gone) holds nothing to look for.
+    with contextlib.suppress(Exception):
+        if request.mimetype == "application/x-www-form-urlencoded":
+            values += (value for name, value in request.form.items(multi=True) if is_sensitive(name))
+        values += _sensitive_values(request.get_json(silent=True))
     return tuple(sorted({value for value in values if len(value) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
 
 
