@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 
@@ -88,6 +89,7 @@ def test_traffic_becomes_valid_emf_lines_per_route_in_the_log_stream(make_app, a
     for document in workers:
         assert document["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Service"]]
         assert document["MemoryRss"] > 0 and document["Threads"] >= 1
+        assert 0 <= document["CpuUtilization"] <= 100 * (os.cpu_count() or 1)
         assert document["TelemetryDropped"] == 0
     assert "_aws" not in capsys.readouterr().out, "EMF documents go to CloudWatch only, never to stdout"
 
@@ -239,3 +241,24 @@ def test_requests_in_flight_are_observed_and_attribute_sets_stay_bounded():
     methods = {p.attributes["http.request.method"] for p in points[emf.DURATION]}
     assert methods == {"GET", "_OTHER"}, "unknown methods are one value"
     assert len(requests._attributes) <= MAX_ATTRIBUTE_SETS + 1
+
+
+def test_when_log_lines_are_dropped_the_metrics_still_arrive_and_say_so(make_app, aws, monkeypatch):
+    from cruddur.telemetry import cloudwatch
+
+    monkeypatch.setattr(cloudwatch, "SEND_INTERVAL_SECONDS", 60)
+    group = f"cruddur-{uuid.uuid4().hex[:8]}"
+    app = make_app({"CLOUDWATCH_LOG_GROUP": group})
+    telemetry = app.extensions["cruddur"].telemetry
+    [backlog] = telemetry.cloudwatch.queues.values()
+    backlog.limit = 0  # AWS "cannot keep up": no room for one more log line
+    for _ in range(20):
+        app.test_client().get("/api/activities/home")
+    telemetry.shutdown()
+
+    documents = emf_documents(group)
+    [route] = [d for d in documents if "Route" in d]
+    assert route["Requests"] == 20
+    [worker] = [d for d in documents if "Route" not in d]
+    assert worker["TelemetryDropped"] >= 20, "each access line, and any other"
+    assert worker["Telemetry"]["CloudWatch Logs"]["dropped"] == worker["TelemetryDropped"]

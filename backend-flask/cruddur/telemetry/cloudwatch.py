@@ -28,7 +28,7 @@ import botocore.exceptions
 import watchtower
 
 from cruddur.telemetry.counts import ToolCounts
-from cruddur.telemetry.logs import JsonFormatter, preformatted_record
+from cruddur.telemetry.logs import JsonFormatter
 from cruddur.telemetry.settings import CloudWatchSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ MAX_QUEUED_LINES = 10_000
 #: How often queued lines are sent: CloudWatch shows them this much later at most. Every second
 #: keeps each send small, so the sending thread never holds the GIL for long.
 SEND_INTERVAL_SECONDS = 1
+#: Room kept beyond MAX_QUEUED_LINES for metric (EMF) lines, a few a minute: a backlog of log lines
+#: must not also lose the metrics that say lines are being dropped.
+RESERVED_METRIC_LINES = 1_000
 STREAM_NAME = "{machine_name}/backend-flask/{process_id}"
 #: PutLogEvents: a batch is at most 1,048,576 bytes, counted as each event's UTF-8 message plus 26
 #: bytes, and one event may be up to 1 MB; so one line may be 1,048,550 bytes of UTF-8.
@@ -96,6 +99,14 @@ class DroppingQueue(queue.Queue):
                 return
             self.counts.add(queued=1)
         super().put(item, block, timeout)
+
+    def put_reserved(self, item: dict[str, Any]) -> None:
+        """A metric line: taken while the queue holds fewer than `limit + RESERVED_METRIC_LINES`."""
+        if self.qsize() >= self.limit + RESERVED_METRIC_LINES:
+            self.counts.add(queued=1, dropped=1)
+            return
+        self.counts.add(queued=1)
+        super().put(item)
 
 
 class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
@@ -169,9 +180,14 @@ class BoundedCloudWatchHandler(watchtower.CloudWatchLogHandler):
             self.handleError(record)
 
     def emit_line(self, line: str, timestamp_ms: int) -> None:
-        """Queue one line as it is (an EMF document) in this process's stream; stdout never sees it."""
-        if not self.shutting_down:
-            self.handle(preformatted_record("cruddur.metrics", line, timestamp_ms / 1000))
+        """Queue one line as it is (an EMF document: a JSON object of its own, not in the log envelope)
+        in this process's stream, in the room kept for metric lines. Never through the logging tree,
+        so stdout never sees it."""
+        if self.shutting_down:
+            self.counts.add(queued=1, dropped=1)
+            return
+        stream_name = self._get_stream_name(logging.LogRecord("cruddur.metrics", logging.INFO, "", 0, "", None, None))
+        self._queue_for(stream_name).put_reserved({"timestamp": timestamp_ms, "message": line})
 
     def _queue_for(self, stream_name: str) -> queue.Queue:
         stream_queue = self.queues.get(stream_name)

@@ -136,8 +136,11 @@ def _directive(dimensions: list[list[str]], metrics: Iterable[tuple[str, str]]) 
     }
 
 
-def documents(metrics_data: MetricsData, service: str, timestamp_ms: int) -> list[dict[str, Any]]:
-    """The EMF documents of one interval: one per route that served requests, then one for the worker."""
+def documents(
+    metrics_data: MetricsData, service: str, timestamp_ms: int, interval_seconds: float
+) -> list[dict[str, Any]]:
+    """The EMF documents of one interval (`interval_seconds` long, for the CPU share): one per route
+    that served requests, then one for the worker."""
     routes: dict[str, _Route] = defaultdict(_Route)
     worker: dict[str, float] = dict.fromkeys((name for name, _ in WORKER_METRICS), 0.0)
     tools: dict[str, dict[str, int]] = defaultdict(dict)
@@ -158,8 +161,8 @@ def documents(metrics_data: MetricsData, service: str, timestamp_ms: int) -> lis
         if name == ACTIVE_REQUESTS:
             worker["InFlight"] += point.value
         elif name == CPU_TIME:
-            seconds = max((point.time_unix_nano - point.start_time_unix_nano) / 1e9, 1e-9)
-            worker["CpuUtilization"] += point.value / seconds * 100
+            # The SDK's first delta point starts at the first collection, not the interval's start.
+            worker["CpuUtilization"] += point.value / max(interval_seconds, 1e-3) * 100
         elif name == MEMORY:
             worker["MemoryRss"] += point.value
         elif name == THREADS:

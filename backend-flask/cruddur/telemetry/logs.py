@@ -145,15 +145,6 @@ def _cut(text: str, budget: int, keep_end: bool) -> str:
     return f"{marker}…{kept}" if keep_end else f"{kept}…{marker}"
 
 
-def preformatted_record(name: str, line: str, created: float) -> logging.LogRecord:
-    """A record that every handler of the app writes as `line` itself, not wrapped in the JSON envelope
-    (how CloudWatch EMF documents, whole JSON objects of their own, reach the CloudWatch stream)."""
-    record = logging.LogRecord(name, logging.INFO, __file__, 0, line, None, None)
-    record.created = created
-    record._cruddur_json = line  # type: ignore[attr-defined]  # the formatter's cache: see JsonFormatter.format
-    return record
-
-
 def json_handler(handler: logging.Handler, role: str) -> logging.Handler:
     """Give a handler the JSON format and the trace ids: every handler of the app goes through this."""
     handler.setFormatter(JsonFormatter())

@@ -134,9 +134,15 @@ def _rss_bytes() -> int:
 def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: ToolCounts | None) -> None:
     meter = provider.get_meter("cruddur.process")
 
+    # CPU since the worker's metrics began (right after the fork): not the master's, nor the imports'.
+    start = os.times()
+
     def cpu(_: CallbackOptions) -> Sequence[Observation]:
         times = os.times()
-        return [Observation(times.user, {"cpu.mode": "user"}), Observation(times.system, {"cpu.mode": "system"})]
+        return [
+            Observation(times.user - start.user, {"cpu.mode": "user"}),
+            Observation(times.system - start.system, {"cpu.mode": "system"}),
+        ]
 
     meter.create_observable_counter(emf.CPU_TIME, [cpu], unit="s", description="CPU seconds used by this process.")
     meter.create_observable_up_down_counter(
@@ -195,6 +201,7 @@ class EmfExporter(MetricExporter):
         self.closed = False
         #: Data points in the last export: what an OTLP export of the same interval carries.
         self.last_series = 0
+        self._last_export = time.monotonic()
         self.lines = 0
         self.bytes = 0
 
@@ -202,10 +209,12 @@ class EmfExporter(MetricExporter):
         if self.closed:
             return MetricExportResult.SUCCESS
         timestamp_ms = int(time.time() * 1000)
+        now = time.monotonic()
+        interval, self._last_export = now - self._last_export, now
         self.last_series = sum(
             len(m.data.data_points) for r in metrics_data.resource_metrics for s in r.scope_metrics for m in s.metrics
         )
-        for document in emf.documents(metrics_data, self.service, timestamp_ms):
+        for document in emf.documents(metrics_data, self.service, timestamp_ms, interval):
             line = json.dumps(document, separators=(",", ":"))
             self._write(line, timestamp_ms)
             self.lines += 1
