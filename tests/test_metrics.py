@@ -262,3 +262,14 @@ def test_when_log_lines_are_dropped_the_metrics_still_arrive_and_say_so(make_app
     [worker] = [d for d in documents if "Route" not in d]
     assert worker["TelemetryDropped"] >= 20, "each access line, and any other"
     assert worker["Telemetry"]["CloudWatch Logs"]["dropped"] == worker["TelemetryDropped"]
+
+
+def test_a_metrics_endpoint_that_hangs_makes_the_metrics_closer_give_up_without_raising(make_app, otlp_receiver, aws):
+    otlp_receiver.mode = "hang"
+    app = make_app({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": otlp_receiver.url + "/v1/metrics"})
+    app.test_client().get("/api/activities/home")
+    metrics = app.extensions["cruddur"].telemetry.metrics
+    assert metrics.otlp_reader is not None and metrics.emf_reader is not None
+    started = time.monotonic()
+    metrics.shutdown(started + 0.5)  # the OTLP reader uses up the deadline; the EMF reader then misses it
+    assert time.monotonic() - started < 15, "a generous bound: the exporter's own timeout is 10 s"
