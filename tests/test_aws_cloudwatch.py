@@ -46,7 +46,7 @@ def emitted_documents() -> list[dict]:
     reader = PeriodicExportingMetricReader(EmfExporter("backend-flask", lambda line, _: lines.append(line)), math.inf)
     provider = MeterProvider(metric_readers=[reader])
     provider.get_meter("t").create_histogram(emf.DURATION, unit="s").record(0.01, {"http.route": "/api/x"})
-    _observe_worker(provider, GcPauses(), lambda: {"CloudWatch Logs": {"queued": 0, "sent": 1, "dropped": 0}})
+    _observe_worker(provider, GcPauses(), lambda: {"cloudwatch": {"queued": 1, "sent": 1, "dropped": 0}})
     reader.collect()
     provider.shutdown()
     return [json.loads(line) for line in lines]

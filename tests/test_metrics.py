@@ -261,7 +261,7 @@ def test_when_log_lines_are_dropped_the_metrics_still_arrive_and_say_so(make_app
     assert route["Requests"] == 20
     [worker] = [d for d in documents if "Route" not in d]
     assert worker["TelemetryDropped"] >= 20, "each access line, and any other"
-    assert worker["Telemetry"]["CloudWatch Logs"]["dropped"] == worker["TelemetryDropped"]
+    assert worker["Telemetry"]["cloudwatch"]["dropped"] == worker["TelemetryDropped"]
 
 
 def test_a_metrics_endpoint_that_hangs_makes_the_metrics_closer_give_up_without_raising(make_app, otlp_receiver, aws):

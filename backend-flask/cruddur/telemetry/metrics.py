@@ -57,7 +57,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 MAX_ATTRIBUTE_SETS = 1000
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-ToolCounts = Callable[[], Mapping[str, Mapping[str, int]]]
+CountsReader = Callable[[], Mapping[str, Mapping[str, int]]]
 
 
 class RequestMetrics:
@@ -131,7 +131,7 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: ToolCounts | None) -> None:
+def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: CountsReader | None) -> None:
     meter = provider.get_meter("cruddur.process")
 
     # CPU since the worker's metrics began (right after the fork): not the master's, nor the imports'.
@@ -275,7 +275,7 @@ def build(
     settings: MetricsSettings,
     resource: Resource,
     emf_write: Callable[[str, int], None] | None,
-    tool_counts: ToolCounts | None,
+    tool_counts: CountsReader | None,
 ) -> Metrics | None:
     """The provider and its readers, or None when neither OTLP nor EMF is wanted."""
     interval_ms = settings.interval_seconds * 1000
