@@ -1,47 +1,62 @@
 # The two commands: `make run` serves the API on :4567, `make test` runs the whole suite.
-# Both create .venv and install the locked dependencies first; only Python 3.11+ and make are needed.
-# `make bench` measures what the observability tools cost per request and writes docs/benchmarks.md.
+# Both create .venv from the locked dependencies first; only Python 3.11+ and make are needed.
+# `make run` installs only what the service needs; `make test` (and lint, format, lock) add the
+# test and lint tools on top. `make bench` measures what the observability tools cost per request.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat backend-flask/requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# A stamp per lock: a changed lock reinstalls, an unchanged one costs nothing.
+RUN_STAMP := $(VENV)/.installed-run-$(shell cksum < backend-flask/requirements.txt | cut -d' ' -f1)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat backend-flask/requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install run test lint format lock bench clean
+.PHONY: install install-dev run test lint format lock bench bench-quick clean
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): backend-flask/requirements.txt requirements-dev.txt
+install-dev: $(DEV_STAMP)
+
+$(RUN_STAMP): backend-flask/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed; this is " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r backend-flask/requirements.txt -r requirements-dev.txt
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	$(PIP) -r backend-flask/requirements.txt
+	rm -f $(VENV)/.installed-run-*
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(PIP) -r backend-flask/requirements.txt -r requirements-dev.txt
+	rm -f $(VENV)/.installed-dev-*
+	touch $(DEV_STAMP)
 
 run: install
 	cd backend-flask && exec ../$(BIN)/gunicorn app:app
 
-test: install
-	$(BIN)/python -m pytest
+test: install-dev
+	$(BIN)/pytest
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: install
+format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 # Recompile both locks from the .in files after changing a dependency.
-lock: install
+lock: install-dev
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		--output-file backend-flask/requirements.txt backend-flask/requirements.in
 	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
 		--output-file requirements-dev.txt requirements-dev.in
 
-# About 7 minutes on 2 cores; uses wrk when it is installed. Quick look: BENCH_SECONDS=2 BENCH_ROUNDS=1 make bench
+# The full run, about 7 minutes on 2 cores, rewrites docs/benchmarks.md. `make bench-quick` is a
+# look in under a minute that prints its numbers and writes nothing. Both use wrk when installed.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --write
+
+bench-quick: install
+	$(BIN)/python -m bench --quick
 
 clean:
 	rm -rf $(VENV) backend-flask/instance .pytest_cache .hypothesis

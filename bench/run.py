@@ -14,10 +14,12 @@ load generator and the stand-ins to the others.
    off, sends a Cognito bearer token (signed with a key made for the run, its JWKS served by the
    stand-ins) on every request: what verifying it costs.
 
-Results are printed and written into `docs/benchmarks.md` between two markers, so the
-hand-written text around them survives a new run. Settings: `BENCH_SECONDS`, `BENCH_ROUNDS`,
-`BENCH_WARMUP`, `BENCH_SETTLE`, `BENCH_CONNECTIONS`, `BENCH_CPU_REQUESTS`, `BENCH_CPU_ROUNDS`,
-`BENCH_LOAD` (auto, wrk or python), `BENCH_OUTPUT`; each has a command-line flag too.
+Results are printed; with `--write` (what `make bench` passes) or an output path, they are also
+written into `docs/benchmarks.md` (or that file) between two markers, so the hand-written text
+around them survives a new run. `--quick` (`make bench-quick`) is a look in under a minute that
+writes nothing unless asked. Settings: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_WARMUP`,
+`BENCH_SETTLE`, `BENCH_CONNECTIONS`, `BENCH_CPU_REQUESTS`, `BENCH_CPU_ROUNDS`, `BENCH_LOAD` (auto,
+wrk or python), `BENCH_OUTPUT`; each has a command-line flag too.
 """
 
 from __future__ import annotations
@@ -107,6 +109,11 @@ def _env_number(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+#: Settings of the full run (`make bench`) and of the quick look (`--quick`, under a minute).
+FULL = {"seconds": 10, "rounds": 5, "warmup": 3, "settle": 6.5, "cpu_requests": 2000, "cpu_rounds": 3}
+QUICK = {"seconds": 2, "rounds": 1, "warmup": 0.5, "settle": 1.5, "cpu_requests": 200, "cpu_rounds": 1}
+
+
 @dataclass(frozen=True)
 class Options:
     seconds: float
@@ -117,29 +124,43 @@ class Options:
     cpu_requests: int
     cpu_rounds: int
     load: str
-    output: Path
+    #: A quick look: each tool alone is measured at 100% sampling only (fewer servers to start).
+    quick: bool
+    #: Where the report is written; None prints it only (a quick look must not replace the real numbers).
+    output: Path | None
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None) -> Options:
         parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-        parser.add_argument("--seconds", type=float, default=_env_number("BENCH_SECONDS", 10), help="per run")
-        parser.add_argument("--rounds", type=int, default=int(_env_number("BENCH_ROUNDS", 5)), help="A/B rounds")
-        parser.add_argument("--warmup", type=float, default=_env_number("BENCH_WARMUP", 3), help="seconds per server")
+        parser.add_argument("--quick", action="store_true", help="a quick look, under a minute: short runs, one round")
+        parser.add_argument("--write", action="store_true", help=f"write the report to {DEFAULT_OUTPUT.name}")
+        quick, _ = parser.parse_known_args(argv)
+        preset = QUICK if quick.quick else FULL
+        parser.add_argument("--seconds", type=float, default=_env_number("BENCH_SECONDS", preset["seconds"]))
+        parser.add_argument("--rounds", type=int, default=int(_env_number("BENCH_ROUNDS", preset["rounds"])))
+        parser.add_argument("--warmup", type=float, default=_env_number("BENCH_WARMUP", preset["warmup"]))
         parser.add_argument(
             "--settle",
             type=float,
-            default=_env_number("BENCH_SETTLE", 6.5),
+            default=_env_number("BENCH_SETTLE", preset["settle"]),
             help="seconds the exporters get to send what a run queued (their interval is 5 s)",
         )
         parser.add_argument("--connections", type=int, default=int(_env_number("BENCH_CONNECTIONS", 4)))
         parser.add_argument(
-            "--cpu-requests", type=int, default=int(_env_number("BENCH_CPU_REQUESTS", 2000)), help="per CPU sample"
+            "--cpu-requests",
+            type=int,
+            default=int(_env_number("BENCH_CPU_REQUESTS", preset["cpu_requests"])),
+            help="per CPU sample",
         )
-        parser.add_argument("--cpu-rounds", type=int, default=int(_env_number("BENCH_CPU_ROUNDS", 3)))
+        parser.add_argument(
+            "--cpu-rounds", type=int, default=int(_env_number("BENCH_CPU_ROUNDS", preset["cpu_rounds"]))
+        )
         parser.add_argument(
             "--load", choices=("auto", "wrk", "python"), default=os.environ.get("BENCH_LOAD", "auto") or "auto"
         )
-        parser.add_argument("--output", type=Path, default=Path(os.environ.get("BENCH_OUTPUT") or DEFAULT_OUTPUT))
+        parser.add_argument(
+            "--output", type=Path, default=Path(os.environ["BENCH_OUTPUT"]) if os.environ.get("BENCH_OUTPUT") else None
+        )
         args = parser.parse_args(argv)
         load = args.load
         if load == "auto":
@@ -155,7 +176,8 @@ class Options:
             cpu_requests=args.cpu_requests,
             cpu_rounds=args.cpu_rounds,
             load=load,
-            output=args.output,
+            quick=args.quick,
+            output=args.output or (DEFAULT_OUTPUT if args.write else None),
         )
 
 
@@ -573,7 +595,13 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
     # This process (and so the load generator and stand-ins it starts) stays off the server's core.
     os.sched_setaffinity(0, cores.load)
     results = Results(options, cores, datetime.now(UTC))
-    per_tool = [Variant(frozenset(tools), sampling) for sampling in SAMPLINGS for tools in _tool_sets()]
+    first = next(iter(SAMPLINGS))
+    per_tool = [
+        Variant(frozenset(tools), sampling)
+        for sampling in SAMPLINGS
+        for tools in _tool_sets()
+        if not options.quick or sampling == first or tools in ((), TOOLS)
+    ]
     with tempfile.TemporaryDirectory(prefix="cruddur-bench-") as workdir:
         token = BenchToken.create()
         stand_ins = StandIns(token.jwks)
@@ -865,7 +893,7 @@ configurations side by side, all on the same code, and drives `GET /api/activiti
 - **a Cognito token on every request**, every tool off: what verifying it costs (its own row, in no sum).
 
 It does so at 100% sampling and at the production rule (`CRUDDUR_SAMPLING_RULE=aws/json/xray.json`:
-5 requests a second, then 10%). Quick run: `BENCH_SECONDS=2 BENCH_ROUNDS=1 make bench`; the other
+5 requests a second, then 10%). A look in under a minute that writes no file: `make bench-quick`; the other
 settings are listed in `bench/run.py`.
 
 {results}
@@ -895,6 +923,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(options, log=lambda line: print(line, flush=True))
     print(console_report(results))
     print(stand_in_line(results))
-    write_report(results, options.output)
-    print(f"written to {options.output}")
+    if options.output is None:
+        print(f"not written to a file: `--write` (make bench) updates {DEFAULT_OUTPUT.relative_to(REPO)}")
+    else:
+        write_report(results, options.output)
+        print(f"written to {options.output}")
     return 0

@@ -226,3 +226,39 @@ def test_stand_ins_count_xray_otlp_apart_by_its_signature(backends, monkeypatch)
     with urllib.request.urlopen(f"{backends['http']}/stats", timeout=5) as response:
         stats = json.load(response)
     assert stats["xray_otlp"]["requests"] == 1 and stats["otlp"]["requests"] == 0
+
+
+def test_only_a_run_asked_to_write_writes_a_report(monkeypatch) -> None:
+    """A quick look must not replace the real numbers in docs/benchmarks.md."""
+    monkeypatch.delenv("BENCH_OUTPUT", raising=False)
+    for name in ("BENCH_SECONDS", "BENCH_ROUNDS", "BENCH_WARMUP", "BENCH_SETTLE", "BENCH_CPU_REQUESTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BENCH_CPU_ROUNDS", raising=False)
+    assert bench_run.Options.parse([]).output is None
+    assert bench_run.Options.parse(["--quick"]).output is None
+    assert bench_run.Options.parse(["--write"]).output == bench_run.DEFAULT_OUTPUT
+    assert bench_run.Options.parse(["--output", "/tmp/x.md"]).output == Path("/tmp/x.md")
+    monkeypatch.setenv("BENCH_OUTPUT", "/tmp/y.md")
+    assert bench_run.Options.parse([]).output == Path("/tmp/y.md")
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^bench: install\n\t\$\(BIN\)/python -m bench --write$", makefile, re.MULTILINE)
+    assert re.search(r"^bench-quick: install\n\t\$\(BIN\)/python -m bench --quick$", makefile, re.MULTILINE)
+
+
+def test_the_quick_look_is_short(monkeypatch) -> None:
+    """--quick: one short round per comparison (a minute on 2 cores); an explicit setting still wins."""
+    for name in ("BENCH_SECONDS", "BENCH_ROUNDS", "BENCH_WARMUP", "BENCH_SETTLE", "BENCH_CPU_REQUESTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BENCH_CPU_ROUNDS", raising=False)
+    quick, full = bench_run.Options.parse(["--quick"]), bench_run.Options.parse([])
+    assert (quick.rounds, quick.cpu_rounds) == (1, 1)
+
+    def fixed_seconds(options) -> float:
+        """The run's timed phases: warm-up per server, the on/off pairs, the settling after them."""
+        servers = len(bench_run.SAMPLINGS) * len(bench_run._tool_sets())
+        pairs = len(bench_run.SAMPLINGS) * options.rounds * (2 * options.seconds + options.settle)
+        return servers * options.warmup + pairs + 2 * options.settle
+
+    assert fixed_seconds(quick) < 30 < 300 < fixed_seconds(full)
+    assert quick.cpu_requests * 12 <= 2400, "a few seconds of requests at a few hundred a second"
+    assert bench_run.Options.parse(["--quick", "--seconds", "5"]).seconds == 5

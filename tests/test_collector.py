@@ -107,7 +107,7 @@ def env_reference(value: object) -> tuple[str, str | None]:
 
 
 def interpolate(text: str, environ: Mapping[str, str]) -> str:
-    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:+replacement}`."""
+    """Compose's `${NAME}` and `${NAME:-default}` (`${NAME:+replacement}` too, which v1 lacks)."""
 
     def replace(match: re.Match[str]) -> str:
         value = environ.get(match["name"], "")
@@ -290,11 +290,10 @@ COLLECTORS = {"otel-collector": ("local", LOCAL), "otel-collector-xray": ("xray-
 
 
 def test_the_default_services_have_no_profile():
-    """`docker compose up` with no profile starts what it always did."""
-    for name in ("backend-flask", "xray-daemon"):
-        assert "profiles" not in service(name)
+    """`docker compose up` with no profile starts the backend; the daemon needs credentials (`xray`)."""
+    assert "profiles" not in service("backend-flask")
     profiled = {name for name, spec in load_compose()["services"].items() if "profiles" in spec}
-    assert profiled == {"otel-collector", "jaeger", "otel-collector-xray"}
+    assert profiled == {"xray-daemon", "otel-collector", "jaeger", "otel-collector-xray"}
 
 
 @pytest.mark.parametrize("name", COLLECTORS)
@@ -313,8 +312,10 @@ def test_collectors_get_their_config_as_mounted_files(name, profile, config):
         assert source.parent == OTEL
         assert target.is_absolute()
     assert all(volume.endswith(":ro") for volume in service(name)["volumes"])
-    assert configs_given_to(name, {}) == [config, config], "without a key: its own config only"
-    assert configs_given_to(name, {"HONEYCOMB_API_KEY": "hcaik_x"}) == [config, HONEYCOMB]
+    assert configs_given_to(name, {}) == [config, config], "unless asked: its own config only"
+    assert configs_given_to(name, {"HONEYCOMB_API_KEY": "hcaik_x"}) == [config, config]
+    assert configs_given_to(name, {"CRUDDUR_COLLECTOR_HONEYCOMB": "off"}) == [config, config]
+    assert configs_given_to(name, {"CRUDDUR_COLLECTOR_HONEYCOMB": "on"}) == [config, HONEYCOMB]
 
 
 @pytest.mark.parametrize("name", COLLECTORS)
@@ -368,8 +369,8 @@ def test_compose_resolves_the_profiles(tmp_path):
     env_file.write_text("", encoding="utf-8")
     clean = {key: value for key, value in os.environ.items() if not key.startswith(("HONEYCOMB_", "AWS_"))}
     arguments = ["-f", str(REPO / "docker-compose.yml"), "--env-file", str(env_file)]
-    profiles = ["--profile", "local", "--profile", "xray-otel"]
-    for environ, second in (({}, "collector.yaml"), ({"HONEYCOMB_API_KEY": "hcaik_x"}, "collector-honeycomb.yaml")):
+    profiles = ["--profile", "xray", "--profile", "local", "--profile", "xray-otel"]
+    for environ, second in (({}, "honeycomb-off.yaml"), ({"CRUDDUR_COLLECTOR_HONEYCOMB": "on"}, "honeycomb-on.yaml")):
         completed = subprocess.run(
             [*command, *arguments, *profiles, "config"],
             capture_output=True,

@@ -30,6 +30,9 @@ BACKEND_ENVIRONMENT = (
     "FRONTEND_URL",
     "BACKEND_URL",
     "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_HEADERS",
@@ -97,6 +100,7 @@ BACKEND_ENVIRONMENT = (
     "CRUDDUR_ROLLBAR_TEST_ROUTE",
     "CRUDDUR_MAX_BODY_BYTES",
     "CRUDDUR_LOG_LEVEL",
+    "CRUDDUR_LOCAL_TRACES",
     "CRUDDUR_SHUTDOWN_TIMEOUT",
     "WEB_CONCURRENCY",
 )
@@ -110,7 +114,9 @@ BACKEND_DEFAULTS = {
 }
 
 #: Variables compose sets to a fixed value rather than taking them from the host.
-BACKEND_FIXED = {"AWS_XRAY_DAEMON_ADDRESS": "xray-daemon:2000"}
+BACKEND_FIXED: dict[str, str] = {}
+#: What the backend is given to send to the `xray` profile's daemon, as the top of the file says.
+DAEMON_ADDRESS = "AWS_XRAY_DAEMON_ADDRESS=xray-daemon:2000"
 
 XRAY_DAEMON_IMAGE = "amazon/aws-xray-daemon"
 INTERPOLATION = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?\}$")
@@ -270,6 +276,16 @@ def test_backend_is_built_from_the_repository_root():
 def test_published_ports():
     assert "4567:4567" in service("backend-flask")["ports"]
     assert "2000:2000/udp" in service("xray-daemon")["ports"]
+    assert "2000:2000/tcp" in service("xray-daemon")["ports"]
+
+
+def test_telemetry_check_from_the_host_reaches_the_daemon_it_checks():
+    """`telemetry check` asks the daemon's TCP proxy at AWS_XRAY_DAEMON_ADDRESS, 127.0.0.1:2000 from
+    the host: the image listens on TCP 0.0.0.0:2000 (its ENTRYPOINT's -t, which the command leaves
+    alone) and compose must publish that TCP port, not only the UDP one segments use."""
+    daemon = service("xray-daemon")
+    assert "-t" not in daemon["command"] and not any(arg.startswith("--tcp") for arg in daemon["command"])
+    assert "2000:2000/tcp" in daemon["ports"]
 
 
 def test_xray_daemon_image_and_command():
@@ -281,26 +297,64 @@ def test_xray_daemon_image_and_command():
     assert daemon["command"][0].startswith("-")
 
 
-def test_backend_sends_segments_to_the_daemon_service():
-    environment = environment_of("backend-flask")
-    host, _, port = environment["AWS_XRAY_DAEMON_ADDRESS"].partition(":")
-    assert host == "xray-daemon"
+def test_the_documented_daemon_address_reaches_the_daemon_service():
+    """The backend sends to whatever AWS_XRAY_DAEMON_ADDRESS says; the command at the top of the file
+    points it at the daemon service, on the port the daemon binds and publishes for UDP."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert f"{DAEMON_ADDRESS} docker compose --profile xray up" in text
+    host, _, port = DAEMON_ADDRESS.partition("=")[2].partition(":")
     assert host in load_compose()["services"]
-    daemon = service("xray-daemon")
+    daemon = service(host)
     assert f"{port}:{port}/udp" in daemon["ports"], "segments travel over UDP to the daemon's port"
     bind = daemon["command"][daemon["command"].index("-b") + 1]
     assert bind.rpartition(":")[2] == port
-    depends_on = service("backend-flask")["depends_on"]
-    assert "xray-daemon" in depends_on
+    assert environment_of("backend-flask")["AWS_XRAY_DAEMON_ADDRESS"] is None, "from the host, off when unset"
 
 
-NO_DAEMON_COMMAND = "CRUDDUR_XRAY_MODE=otlp docker compose up --no-deps db backend-flask"
+def test_the_daemon_starts_only_when_asked_for():
+    """It needs AWS credentials: neither `docker compose up` nor the no-account `local` profile
+    starts it, and the backend does not depend on it (X-Ray stays off with one start-up line)."""
+    assert service("xray-daemon")["profiles"] == ["xray"]
+    assert "xray-daemon" not in (service("backend-flask").get("depends_on") or [])
+
+
+def test_aws_credentials_from_a_profile_are_documented_as_they_reach_the_containers():
+    """Containers get the standard credential variables; a profile of ~/.aws becomes those variables."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert 'eval "$(aws configure export-credentials --format env)"' in text
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "aws configure export-credentials" in readme
+    for name in ("backend-flask", "xray-daemon"):
+        environment = environment_of(name)
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            assert environment[variable] is None, f"{variable} passes through to {name}"
+
+
+#: What Compose v1 (`docker-compose` 1.x) interpolates: `$$`, `$NAME`, `${NAME}`, `${NAME:-word}`,
+#: `${NAME-word}`, `${NAME:?err}`, `${NAME?err}`. v2's `${NAME:+word}` and nesting make v1 fail.
+V1_REFERENCE = re.compile(r"\$(?:\$|[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?-|:?\?)[^${}]*)?\})")
+
+
+def test_only_interpolation_compose_v1_understands():
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    without_comments = "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+    references = [match.start() for match in re.finditer(r"\$", without_comments)]
+    position = 0
+    for start in references:
+        if start < position:
+            continue
+        match = V1_REFERENCE.match(without_comments, start)
+        assert match, f"not Compose v1 interpolation: {without_comments[start : start + 40]!r}"
+        position = match.end()
+
+
+NO_DAEMON_COMMAND = "CRUDDUR_XRAY_MODE=otlp docker compose up"
 
 
 def test_otlp_mode_runs_without_the_daemon():
-    """`--no-deps` with the database named leaves out the daemon and nothing else; the mode and X-Ray's
+    """The daemon is only in the `xray` profile, so a plain `up` leaves it out; the mode and X-Ray's
     endpoint override reach the container from the host."""
-    assert set(service("backend-flask")["depends_on"]) == {"db", "xray-daemon"}
+    assert "profiles" in service("xray-daemon") and set(service("backend-flask")["depends_on"]) == {"db"}
     environment = environment_of("backend-flask")
     assert environment["CRUDDUR_XRAY_MODE"] is None and environment["AWS_ENDPOINT_URL_XRAY"] is None
     assert NO_DAEMON_COMMAND in COMPOSE_FILE.read_text(encoding="utf-8")
@@ -381,7 +435,8 @@ def test_xray_daemon_gets_credentials_and_region():
 
 
 def compose_command() -> list[str] | None:
-    """`docker compose` (v2 plugin) or `docker-compose`, whichever this machine has."""
+    """`docker compose` (v2 plugin) or `docker-compose` (v1 or v2), whichever this machine has.
+    Where neither is, `test_only_interpolation_compose_v1_understands` is the check."""
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
         if probe.returncode == 0:
@@ -411,8 +466,8 @@ def test_compose_config_validates(tmp_path):
     assert completed.returncode == 0, completed.stderr
     resolved = yaml.safe_load(completed.stdout)
     backend = resolved["services"]["backend-flask"]["environment"]
-    assert backend["AWS_XRAY_DAEMON_ADDRESS"] == "xray-daemon:2000"
     assert backend["FRONTEND_URL"] == "http://localhost:3000"
+    assert "xray-daemon" not in resolved["services"], "the daemon is in the xray profile"
 
 
 # --- backend-flask/Dockerfile ------------------------------------------------------------------
