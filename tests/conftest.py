@@ -23,10 +23,12 @@ ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "
 
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """No developer settings, and no AWS credential lookup that could leave this machine."""
+    """No developer settings, and no AWS credential lookup that could leave this machine. No local
+    trace file either: a test that wants one names its own."""
     for name in list(os.environ):
         if name.startswith(ISOLATED_PREFIXES):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("CRUDDUR_LOCAL_TRACES", "false")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

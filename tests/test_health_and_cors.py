@@ -35,6 +35,28 @@ def test_preflight_from_the_frontend_allows_trace_headers(make_app):
     assert allowed == {"content-type", "traceparent", "tracestate", "x-amzn-trace-id", "if-modified-since"}
 
 
+def test_the_frontends_preflight_is_cached_by_the_browser(make_app):
+    """What the React frontend's `fetch(url, {method: "POST", headers: {Accept: "application/json",
+    "Content-Type": "application/json"}})` sends first (Accept is safelisted, so not listed)."""
+    client = make_app().test_client()
+    response = client.options(
+        "/api/activities",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+            "Sec-Fetch-Mode": "cors",
+            "Referer": "http://localhost:3000/",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert response.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    assert int(response.headers["Access-Control-Max-Age"]) == 7200, "Chromium's cap; the browser skips later preflights"
+    assert "Access-Control-Max-Age" not in client.get("/api/activities/home").headers, "only preflights carry it"
+
+
 def test_other_origins_get_no_cors_grant(client):
     response = client.get("/api/activities/home", headers={"Origin": "https://evil.example.test"})
     assert "Access-Control-Allow-Origin" not in response.headers

@@ -37,6 +37,24 @@ def test_database_url_forms(make_app, tmp_path, url):
     assert path.exists()
 
 
+@pytest.mark.parametrize("url", ["sqlite:///{path}", "{path}"])
+def test_a_database_url_in_a_missing_folder_is_refused_not_created(make_app, tmp_path, url):
+    missing = tmp_path / "typo" / "data"
+    with pytest.raises(ConfigError, match=r"DATABASE_URL=.*typo/data' does not exist"):
+        make_app({"DATABASE_URL": url.format(path=missing / "cruddur.db")})
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_default_instance_folder_is_still_created(tmp_path):
+    from cruddur.store.sqlite import SQLiteStore
+    from cruddur.telemetry.tracing import Tracing
+    from cruddur.timeutil import utc_now
+
+    path = sqlite_path(None, str(tmp_path / "instance"))
+    SQLiteStore(path, Tracing()).prepare(utc_now(), "andrewbrown")
+    assert path.exists()
+
+
 def test_a_database_url_no_store_speaks_is_refused_at_start(make_app):
     with pytest.raises(ConfigError, match="mysql://"):
         make_app({"DATABASE_URL": "mysql://cruddur@localhost/cruddur"})

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
+import boto3
 import pytest
 
 from cruddur.telemetry import spend
 from cruddur.telemetry.settings import TelemetrySettings
 from tests.support.recording import RecordingServer
-from tests.support.server import free_port
+from tests.support.server import BACKEND, free_port
 from tests.support.xray_daemon import FakeXRayDaemon
 
 HONEYCOMB_KEY = "hcaik_fake_key_for_tests_0000wxyz"
@@ -33,12 +38,27 @@ def daemon() -> FakeXRayDaemon:
 
 
 def run(make_app, config: dict, *args: str):
-    result = make_app(config).test_cli_runner().invoke(args=["telemetry", *args])
+    """The command in an app built for it, as `flask --app app telemetry ...` builds it."""
+    result = make_app({"CRUDDUR_FOR_COMMAND": True, **config}).test_cli_runner().invoke(args=["telemetry", *args])
     return result, result.output
 
 
 def last_json(output: str) -> dict:
-    return json.loads(output.strip().splitlines()[-1])
+    """The command's output is one JSON document and nothing else."""
+    return json.loads(output)
+
+
+def flask_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`flask --app app ...` in a shell, from backend-flask/, as a user types it."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("flask")), "--app", "app", *args],
+        cwd=BACKEND,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_status_says_what_is_off_and_what_turns_it_on(make_app):
@@ -61,7 +81,7 @@ def test_status_shows_where_each_tool_sends_without_secrets_or_network(make_app,
         "ROLLBAR_ENVIRONMENT": "staging",
         "CRUDDUR_SAMPLING_RULE": "aws/json/xray.json",
     }
-    app = make_app(config)
+    app = make_app({"CRUDDUR_FOR_COMMAND": True, **config})
 
     def no_network(*args, **kwargs):
         raise AssertionError("status made a network call")
@@ -253,3 +273,62 @@ def test_spend_command_measures_metrics_from_the_probe(make_app):
     custom = 3 * (len(rules) + 1) + 9
     assert f"CloudWatch custom metrics: {custom} " in result.output
     assert any(line.startswith("CloudWatch metrics") for line in result.output.splitlines())
+
+
+def test_status_in_a_shell_calls_no_one_and_prints_one_json_document(tmp_path):
+    """With every tool configured, `telemetry status` reaches none of them: not AWS (no log group,
+    no start-up lines shipped), not Honeycomb, not Rollbar, not the X-Ray daemon."""
+    everything = RecordingServer()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon:
+        daemon.bind(("127.0.0.1", 0))
+        daemon.settimeout(0.5)
+        env = {
+            "DATABASE_URL": str(tmp_path / "cruddur.sqlite3"),
+            "HONEYCOMB_API_KEY": HONEYCOMB_KEY,
+            "HONEYCOMB_API_ENDPOINT": everything.url,
+            "AWS_XRAY_DAEMON_ADDRESS": "{}:{}".format(*daemon.getsockname()),
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "fake-access-key-id",
+            "AWS_SECRET_ACCESS_KEY": "fake-secret-for-tests",
+            "AWS_ENDPOINT_URL": everything.url,
+            "ROLLBAR_ACCESS_TOKEN": "fake-rollbar-token-5555",
+            "ROLLBAR_ENDPOINT": f"{everything.url}/api/1/",
+        }
+        try:
+            completed = flask_command("telemetry", "status", "--json", env=env)
+            with pytest.raises(TimeoutError):
+                daemon.recv(65_535)
+        finally:
+            everything.close()
+    assert completed.returncode == 0, completed.stderr
+    status = json.loads(completed.stdout)
+    assert set(status) == {"opentelemetry", "xray", "sampling", "cloudwatch", "rollbar", "metrics"}
+    assert "CloudWatch EMF lines in the log stream" in status["metrics"]
+    assert "CloudWatch Logs: on, log group 'cruddur' in us-east-1" in status["cloudwatch"]
+    assert everything.requests == []
+
+
+def test_status_does_not_look_up_credentials_that_need_the_network(make_app, tmp_path, monkeypatch):
+    """A profile that assumes a role would call STS: status says what it cannot know instead."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile dev]\nrole_arn = arn:aws:iam::123456789012:role/dev\nsource_profile = base\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "dev")
+    monkeypatch.setattr(socket.socket, "connect", lambda *a: pytest.fail("status made a network call"))
+    result, output = run(make_app, {"AWS_REGION": "eu-west-1"}, "status", "--json")
+    assert result.exit_code == 0, output
+    assert "on only if a role, SSO or credential process gives AWS credentials" in last_json(output)["cloudwatch"]
+
+
+def test_check_ships_no_start_up_lines_and_prints_one_json_document(aws, tmp_path):
+    env = {"DATABASE_URL": str(tmp_path / "cruddur.sqlite3"), "CLOUDWATCH_LOG_GROUP": "cruddur-quiet"}
+    completed = flask_command("telemetry", "check", "--json", env=env)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert json.loads(completed.stdout)["ok"] is True
+    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=aws)
+    messages = [
+        event["message"]
+        for stream in logs.describe_log_streams(logGroupName="cruddur-quiet")["logStreams"]
+        for event in logs.get_log_events(logGroupName="cruddur-quiet", logStreamName=stream["logStreamName"])["events"]
+    ]
+    assert messages and all("cruddur-telemetry-check" in message for message in messages), messages

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import click
 from flask import Flask
 from flask_cors import CORS
 
@@ -36,6 +37,14 @@ CORS_ALLOW_HEADERS = [
     "x-amzn-trace-id",
 ]
 CORS_EXPOSE_HEADERS = ["location", "link", "x-amzn-trace-id", "traceresponse", "www-authenticate"]
+#: How long a browser may reuse a preflight's answer: without it, the frontend's every JSON POST
+#: costs an OPTIONS round trip first. Two hours is the most Chromium keeps (Firefox keeps a day).
+CORS_MAX_AGE_SECONDS = 7200
+#: Flask setting: True builds the app for a CLI command (no tool starts, stdout left to the command),
+#: False to serve; unset, `create_app` tells from the `flask` command line that is loading it.
+FOR_COMMAND = "CRUDDUR_FOR_COMMAND"
+#: Built-in `flask` commands that load the app to serve it or to work with it live.
+SERVING_COMMANDS = frozenset({"run", "shell"})
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping({key: value for key, value in (config or {}).items() if value is not None})
 
     version = code_version(settings.environ)
-    app_telemetry = telemetry.init_app(app, settings, version)
+    for_command = app.config.get(FOR_COMMAND)
+    app_telemetry = telemetry.init_app(
+        app, settings, version, for_command=_built_for_a_command() if for_command is None else for_command
+    )
     store = build_store(settings, app.instance_path, app_telemetry.tracing)
     store.prepare(utc_now(), settings.user_handle, seed=settings.seeds_sample_data)
 
@@ -74,6 +86,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         allow_headers=CORS_ALLOW_HEADERS,
         expose_headers=CORS_EXPOSE_HEADERS,
         methods=["OPTIONS", "GET", "HEAD", "POST"],
+        max_age=CORS_MAX_AGE_SECONDS,
     )
     api_auth.init_app(app, auth_settings, app_telemetry)
     _register_routes(app)
@@ -96,6 +109,14 @@ def build_store(settings: Settings, instance_path: str, tracing: Tracing) -> Man
             statement_timeout=settings.db_statement_timeout,
         )
     return SQLiteStore(sqlite_path(settings.database_url, instance_path), tracing)
+
+
+def _built_for_a_command() -> bool:
+    """Whether `flask --app app <command>` is building the app to run one of the app's commands
+    (`telemetry status`, ...). Flask loads the app inside the click context of the command group for
+    those; `flask run` and `flask shell` load it inside their own, to serve or explore it."""
+    context = click.get_current_context(silent=True)
+    return context is not None and context.command.name not in SERVING_COMMANDS
 
 
 def _register_routes(app: Flask) -> None:

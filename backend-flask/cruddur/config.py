@@ -70,19 +70,29 @@ def is_postgres_url(database_url: str | None) -> bool:
 
 
 def sqlite_path(database_url: str | None, instance_path: str) -> Path:
-    """Resolve `DATABASE_URL` (a `sqlite:///` URL or a plain file path) to the database file."""
+    """Resolve `DATABASE_URL` (a `sqlite:///` URL or a plain file path) to the database file.
+
+    The default file's folder (the instance folder) is created; a folder named in `DATABASE_URL`
+    must exist already, so a typo is an error at start rather than a new tree of folders."""
     default = Path(instance_path) / "cruddur.sqlite3"
     if not database_url:
         return default
     if database_url.startswith("sqlite:///"):
-        return Path(database_url.removeprefix("sqlite:///"))
-    if "://" in database_url:
+        path = Path(database_url.removeprefix("sqlite:///"))
+    elif "://" in database_url:
         scheme = database_url.split("://", 1)[0]
         raise ConfigError(
             f"DATABASE_URL uses {scheme}://, which no store here speaks "
             "(use postgresql://user@host/db, sqlite:///path/to/file.db, or leave DATABASE_URL unset)"
         )
-    return Path(database_url)
+    else:
+        path = Path(database_url)
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"DATABASE_URL={database_url!r}: the folder {str(path.parent)!r} does not exist "
+            "(create it, or leave DATABASE_URL unset for backend-flask/instance/cruddur.sqlite3)"
+        )
+    return path
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,13 @@ class Gunicorn:
         self.process = subprocess.Popen(
             [str(GUNICORN), "app:app", "-b", f"127.0.0.1:{self.port}", "-w", str(workers), *extra_args],
             cwd=BACKEND,
-            env={**clean, "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true", **env},
+            env={
+                **clean,
+                "PYTHONUNBUFFERED": "1",
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "CRUDDUR_LOCAL_TRACES": "false",
+                **env,
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

@@ -10,22 +10,25 @@ neither crash the app nor make a request wait on the network.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask, request
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.http import parse_excluded_urls
 
 from cruddur.config import Settings
-from cruddur.telemetry import cloudwatch, logs, metrics, otel, xray_otlp
+from cruddur.telemetry import cloudwatch, local_traces, logs, metrics, otel, xray_otlp
 from cruddur.telemetry.counts import Counts, CountsReporter, ToolCounts, describe
 from cruddur.telemetry.enduser import EndUser, set_current_user
 from cruddur.telemetry.ids import current_ids
@@ -52,7 +55,6 @@ class Telemetry:
     def __init__(self, settings: TelemetrySettings, tracing: Tracing) -> None:
         self.settings = settings
         self.tracing = tracing
-        self.processor: SpanProcessor | None = None
         self.xray_middleware = None
         self.xray_off: str | None = None
         self.xray_destination: xray_otlp.Destination | None = None
@@ -186,10 +188,17 @@ def _shutdown_at_exit(reference: weakref.ReferenceType[Telemetry]) -> None:
         telemetry.shutdown()
 
 
-def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
-    """Set up every tool for this app in this process; see the module docstring for the order."""
-    logs.configure_logging(settings.environ.get("CRUDDUR_LOG_LEVEL", "INFO").upper())
-    telemetry_settings = TelemetrySettings.from_environ(settings.environ, settings.environment, version)
+def init_app(app: Flask, settings: Settings, version: str, for_command: bool = False) -> Telemetry:
+    """Set up every tool for this app in this process; see the module docstring for the order.
+
+    `for_command`: the app was built to run a CLI command (`flask --app app telemetry status`), not
+    to serve. Its settings are read and checked, but no tool starts: nothing is sent anywhere, no
+    start-up line is written, and what the app logs goes to stderr, leaving stdout to the command."""
+    level = settings.environ.get("CRUDDUR_LOG_LEVEL", "INFO").upper()
+    logs.configure_logging(logging.WARNING if for_command else level, sys.stderr if for_command else sys.stdout)
+    telemetry_settings = TelemetrySettings.from_environ(
+        settings.environ, settings.environment, version, Path(app.instance_path)
+    )
     otel_settings = telemetry_settings.otel
     sampler, sampling_description = build_sampler(
         otel_settings.sampler,
@@ -199,6 +208,8 @@ def init_app(app: Flask, settings: Settings, version: str) -> Telemetry:
     )
     telemetry = Telemetry(telemetry_settings, Tracing())
     telemetry.sampling_description = sampling_description
+    if for_command:
+        return telemetry
 
     test_exporter = app.config.get(TEST_SPAN_EXPORTER)
     if telemetry_settings.xray.otlp:
@@ -242,13 +253,27 @@ def _start_otel(
 ) -> TracerProvider:
     otel_settings = telemetry.settings.otel
     otel.use_stable_http_conventions(otel_settings.semconv_opt_in)
+    log_lines = None
+    if otel_settings.local_traces and exporter is None:
+        # The default file is in the instance folder, which may not exist yet (an explicit path's
+        # folder must exist already); the log lines of each trace go to the file beside its spans.
+        with contextlib.suppress(OSError):
+            otel_settings.local_traces.parent.mkdir(parents=True, exist_ok=True)
+        log_lines = local_traces.PendingLogLines()
+        logs.add_handler(log_lines, "local-traces")
     counts = ToolCounts()
-    processor = telemetry.processor = otel.build_processor(otel_settings, exporter, counts, telemetry.xray_destination)
+    processors = otel.build_processors(otel_settings, exporter, counts, telemetry.xray_destination, log_lines)
     telemetry.count("opentelemetry", counts.snapshot)
-    provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processor)
+    provider = otel.build_tracer_provider(otel.build_resource(otel_settings, version, environment), sampler, processors)
     otel.instrument(app, provider, otel_settings.excluded_urls)
     telemetry.tracing.tracer = provider.get_tracer("cruddur")
-    telemetry.on_close("OpenTelemetry", lambda _deadline: processor.shutdown())
+
+    def close(_deadline: float) -> None:
+        if log_lines is not None:
+            logs.remove_handler(log_lines)
+        provider.shutdown()
+
+    telemetry.on_close("OpenTelemetry", close)
     return provider
 
 

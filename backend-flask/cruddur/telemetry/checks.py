@@ -174,7 +174,8 @@ def _daemon_answers(address: str) -> str:
     except requests.ConnectionError:
         raise CheckFailed(
             f"nothing answers on TCP {host}:{port}",
-            "start the X-Ray daemon (docker compose up xray-daemon) or fix AWS_XRAY_DAEMON_ADDRESS",
+            "start the X-Ray daemon (docker compose --profile xray up xray-daemon publishes TCP and UDP 2000) "
+            "or fix AWS_XRAY_DAEMON_ADDRESS",
         ) from None
     except requests.Timeout:
         raise CheckFailed(f"{host}:{port} did not answer within {TIMEOUT_SECONDS:.0f}s", "check the daemon") from None

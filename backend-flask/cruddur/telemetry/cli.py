@@ -1,4 +1,8 @@
-"""`flask --app app telemetry status|check|spend`: see, verify and cost the four tools from one command."""
+"""`flask --app app telemetry status|check|spend|trace`: see, verify, cost and read the tools from one command.
+
+The app these commands run in was built for a command (`create_app` knows): no tool started and
+no start-up line was written, so stdout carries only the command's own output.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from cruddur.telemetry import checks, logs, spend
+from cruddur.telemetry import checks, cloudwatch, spend, waterfall
+from cruddur.telemetry.ids import find_trace_id
+from cruddur.telemetry.local_traces import LocalTraceFile, latest, read_traces
 
 MARKS = {"ok": "ok ", "failed": "FAIL", "off": "off "}
 
@@ -27,16 +33,16 @@ def telemetry_cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(as_json: bool) -> None:
     """Which tools are on, where they send, the sampling in force; no network calls."""
-    logs.mute_stdout()
     telemetry = _telemetry()
     settings = telemetry.settings
+    cloudwatch_line, cloudwatch_on = cloudwatch.status_line(settings.cloudwatch)
     lines = {
         "opentelemetry": settings.otel.describe(),
         "xray": settings.xray.describe(telemetry.xray_off),
         "sampling": f"Sampling: {telemetry.sampling_description}",
-        "cloudwatch": settings.cloudwatch.describe(telemetry.cloudwatch_off),
+        "cloudwatch": cloudwatch_line,
         "rollbar": settings.rollbar.describe(),
-        "metrics": settings.metrics.describe(telemetry.emf_on),
+        "metrics": settings.metrics.describe(cloudwatch_on and settings.metrics.emf_wanted),
     }
     if as_json:
         click.echo(json.dumps(lines))
@@ -49,9 +55,8 @@ def status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 def check(as_json: bool) -> None:
     """Verify every tool that is on, each within a timeout; exit 1 when any fails."""
-    logs.mute_stdout()
-    telemetry = _telemetry()
-    reports = checks.run_checks(telemetry.settings, telemetry.cloudwatch_off)
+    settings = _telemetry().settings
+    reports = checks.run_checks(settings, cloudwatch.missing_setting(settings.cloudwatch))
     failed = any(report.state == "failed" for report in reports)
     if as_json:
         click.echo(json.dumps({"ok": not failed, "tools": [report.as_dict() for report in reports]}))
@@ -88,7 +93,6 @@ def _print_report(report: checks.ToolReport) -> None:
 )
 def spend_command(requests_per_day: float, error_rate: float, processes: int) -> None:
     """Monthly volume per tool against its free tier, from what this service really emits."""
-    logs.mute_stdout()
     telemetry = _telemetry()
     emitted = spend.measure_emitted()
     lines, sampling = spend.monthly_volumes(telemetry.settings, emitted, requests_per_day, error_rate, processes)
@@ -137,3 +141,45 @@ def spend_command(requests_per_day: float, error_rate: float, processes: int) ->
         f"{spend.TRANSACTION_SEARCH}: the spans X-Ray's OTLP endpoint stores in CloudWatch (aws/spans), as "
         f"OTLP bytes, billed per GB of spans ingested; X-Ray above {indexed}."
     )
+
+
+@telemetry_cli.command("trace")
+@click.argument("trace", required=False)
+@click.option("--last", "last", type=click.IntRange(min=1), help="The N traces that finished last.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the spans and log lines.")
+def trace_command(trace: str | None, last: int | None, as_json: bool) -> None:
+    """Draw a trace from the local trace file: TRACE is its id in any form (the X-Amzn-Trace-Id
+    header, a 32-hex id, an error body, a log line); without it, the latest trace."""
+    settings = _telemetry().settings.otel
+    if trace is not None and last is not None:
+        raise click.UsageError("give a trace id or --last N, not both")
+    if settings.local_traces is None:
+        raise click.ClickException(
+            f"no local trace file is written ({settings.describe()}); "
+            "set CRUDDUR_LOCAL_TRACES=true (or a path) to keep spans here as well"
+        )
+    traces = read_traces(LocalTraceFile(settings.local_traces))
+    if trace is not None:
+        trace_id = find_trace_id(trace)
+        if trace_id is None:
+            raise click.UsageError(f"no trace id in {trace!r}: give 32 hex digits or the 1-xxxxxxxx-… X-Ray form")
+        if trace_id not in traces:
+            raise click.ClickException(
+                f"trace {trace_id} is not in {settings.local_traces}: it may not have been sampled, "
+                "or it is older than what the file keeps"
+            )
+        chosen = [traces[trace_id]]
+    else:
+        chosen = latest(traces, last or 1)
+        if not chosen:
+            raise click.ClickException(
+                f"no trace in {settings.local_traces} yet: serve a request (make run, then curl) and try again"
+            )
+    if as_json:
+        click.echo(json.dumps({"file": str(settings.local_traces), "traces": [t.as_dict() for t in chosen]}))
+        return
+    for index, item in enumerate(chosen):
+        if index:
+            click.echo("")
+        for line in waterfall.render(item, click.style):
+            click.echo(line)

@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 import watchtower
 
@@ -81,6 +82,37 @@ def missing_setting(settings: CloudWatchSettings) -> str | None:
     if credentials is None:
         return "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance role"
     return None
+
+
+#: botocore's credential providers that read only the environment and local files (its METHOD names).
+LOCAL_CREDENTIAL_PROVIDERS = frozenset(
+    {"env", "shared-credentials-file", "config-file", "ec2-credentials-file", "boto-config"}
+)
+
+
+def status_line(settings: CloudWatchSettings) -> tuple[str, bool]:
+    """What `telemetry status` says of CloudWatch Logs without a network call, and whether the
+    app would start it (when a role would give the credentials, the line says so).
+
+    The full credential chain may call the network (instance and container roles, SSO, assumed
+    roles, a credential process), so only the providers that read the environment and the shared
+    files are asked; botocore's resolver is filtered by its providers' METHOD names, here only."""
+    if not settings.region:
+        return settings.describe("no AWS region: set AWS_REGION and credentials to send logs to CloudWatch Logs"), False
+    session = boto3.Session(region_name=settings.region)._session
+    try:
+        resolver = botocore.credentials.create_credential_resolver(session, region_name=settings.region)
+        resolver.providers = [p for p in resolver.providers if p.METHOD in LOCAL_CREDENTIAL_PROVIDERS]
+        credentials = resolver.load_credentials()
+    except botocore.exceptions.BotoCoreError as error:
+        return settings.describe(f"AWS credentials could not be read: {error}"), False
+    if credentials is None:
+        return (
+            f"CloudWatch Logs: on only if a role, SSO or credential process gives AWS credentials at start, "
+            f"log group {settings.log_group!r} in {settings.region} (none in the environment or ~/.aws; status "
+            "makes no network call, `telemetry check` looks them up)"
+        ), True
+    return settings.describe(None), True
 
 
 class DroppingQueue(queue.Queue):

@@ -8,6 +8,7 @@ context variable, so log records, Rollbar items and error bodies can read them a
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -57,3 +58,17 @@ def set_current_ids(ids: TraceIds | None) -> object:
 
 def reset_current_ids(token: object) -> None:
     _current.reset(token)
+
+
+_XRAY_ID = re.compile(r"\b1-([0-9a-f]{8})-([0-9a-f]{24})\b", re.IGNORECASE)
+_HEX_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", re.IGNORECASE)
+
+
+def find_trace_id(text: str) -> str | None:
+    """The trace id (32 hex) in whatever a user copied: `Root=1-…;Sampled=1` from the response
+    header, a 32-hex id, an error body, a `traceparent` or a JSON log line."""
+    if match := _XRAY_ID.search(text):
+        return (match[1] + match[2]).lower()
+    if match := _HEX_ID.search(text):
+        return match[0].lower()
+    return None

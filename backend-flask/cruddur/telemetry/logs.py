@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from opentelemetry import trace
 
@@ -153,12 +153,13 @@ def json_handler(handler: logging.Handler, role: str) -> logging.Handler:
     return handler
 
 
-def configure_logging(level: str) -> None:
-    """Root logs JSON to stdout. Idempotent: a second app replaces the stdout handler the first installed."""
+def configure_logging(level: str | int, stream: TextIO | None = None) -> None:
+    """Root logs JSON to stdout (or `stream`: a CLI command keeps stdout for its own output).
+    Idempotent: a second app replaces the console handler the first installed."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_cruddur_role", None) == "stdout"]:
         root.removeHandler(handler)
-    root.addHandler(json_handler(logging.StreamHandler(sys.stdout), "stdout"))
+    root.addHandler(json_handler(logging.StreamHandler(stream or sys.stdout), "stdout"))
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""OpenTelemetry: a tracer provider per process, exporting OTLP/HTTP in batches, and the propagators.
+"""OpenTelemetry: a tracer provider per process, batched exporters (OTLP/HTTP, console, file), the propagators.
 
 The provider is passed explicitly to the instrumentations; the only global pieces are the ones
 OpenTelemetry has no other way to share: the text-map propagator and the `requests` patch.
@@ -7,6 +7,7 @@ OpenTelemetry has no other way to share: the text-map propagator and the `reques
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,13 +20,20 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Span
 from opentelemetry.util.http import sanitize_method
 
-from cruddur.telemetry import xray_otlp
+from cruddur.telemetry import local_traces, xray_otlp
 from cruddur.telemetry.counts import ToolCounts
+from cruddur.telemetry.local_traces import LocalSpanExporter, LocalTraceFile, PendingLogLines
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
 from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
@@ -69,33 +77,46 @@ def build_resource(settings: OtelSettings, version: str, environment: str) -> Re
 EXPORT_BATCH_SIZE = 128
 
 
-def build_processor(
+def build_processors(
     settings: OtelSettings,
-    exporter: SpanExporter | None,
+    test_exporter: SpanExporter | None,
     counts: ToolCounts,
     xray: xray_otlp.Destination | None = None,
-) -> SpanProcessor:
-    """A batching processor on the OTLP exporter; a test's own exporter gets spans synchronously.
-    With X-Ray's OTLP endpoint too, each batch is encoded once and the bytes posted to both.
-    Either counts its spans in `counts` (see `cruddur.telemetry.counts`): with two destinations, a
-    span is sent when both took it."""
-    if exporter is not None:
-        return _counted(CountedSimpleSpanProcessor(CountingSpanExporter(exporter, counts)), counts)
-    otlp = (
+    log_lines: PendingLogLines | None = None,
+) -> list[SpanProcessor]:
+    """A processor per destination in the settings: OTLP (and X-Ray's OTLP endpoint, each batch
+    encoded once and the bytes posted to both), the console, the local trace file.
+
+    This is the one place that chooses exporters. A test's own exporter replaces them all and gets
+    spans synchronously; the others are batched, so no request waits for an export. What goes to
+    a backend (OTLP, X-Ray, a test's exporter) is counted in `counts` (see `cruddur.telemetry.counts`):
+    with two destinations, a span is sent when both took it. The console and the file stay local."""
+    if test_exporter is not None:
+        return [_counted(CountedSimpleSpanProcessor(CountingSpanExporter(test_exporter, counts)), counts)]
+    # Our smaller default batch must still fit a smaller queue (the SDK refuses batch > queue).
+    queue = settings.bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
+    batch = {"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp}
+    processors: list[SpanProcessor] = []
+    otlp: SpanExporter | None = (
         OTLPSpanExporter(endpoint=settings.endpoint, headers=dict(settings.headers), timeout=settings.timeout_seconds)
-        if settings.enabled
+        if settings.endpoint
         else None
     )
     if xray is not None:
         others = [xray_otlp.Destination(settings.destination, otlp)] if otlp is not None else []
         otlp = xray_otlp.SharedBytesExporter([*others, xray])
-    # Our smaller default batch must still fit a smaller queue (the SDK refuses batch > queue).
-    queue = settings.bsp.get("max_queue_size", BSP_DEFAULT_MAX_QUEUE_SIZE)
-    processor = CountedBatchSpanProcessor(
-        CountingSpanExporter(otlp, counts),
-        **{"max_export_batch_size": min(EXPORT_BATCH_SIZE, queue), **settings.bsp},
-    )
-    return _counted(processor, counts)
+    if otlp is not None:
+        processors.append(_counted(CountedBatchSpanProcessor(CountingSpanExporter(otlp, counts), **batch), counts))
+    if settings.console:
+        # One line per span, like the app's JSON log lines (the SDK's default indents each span).
+        console = ConsoleSpanExporter(out=sys.stdout, formatter=lambda span: span.to_json(indent=None) + "\n")
+        processors.append(BatchSpanProcessor(console, **batch))
+    if settings.local_traces:
+        exporter = LocalSpanExporter(LocalTraceFile(settings.local_traces), log_lines)
+        processors.append(
+            BatchSpanProcessor(exporter, **{**batch, "schedule_delay_millis": local_traces.EXPORT_DELAY_MILLIS})
+        )
+    return processors
 
 
 class CountingSpanExporter(SpanExporter):
@@ -172,9 +193,10 @@ def _counted(processor: CountedBatchSpanProcessor | CountedSimpleSpanProcessor, 
     return processor
 
 
-def build_tracer_provider(resource: Resource, sampler: Sampler, processor: SpanProcessor) -> TracerProvider:
+def build_tracer_provider(resource: Resource, sampler: Sampler, processors: list[SpanProcessor]) -> TracerProvider:
     provider = TracerProvider(resource=resource, sampler=sampler, id_generator=CallerTraceIdGenerator())
-    provider.add_span_processor(processor)
+    for processor in processors:
+        provider.add_span_processor(processor)
     return provider
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from cruddur.config import ConfigError, flag, positive_int, positive_number
+from cruddur.config import FALSE_WORDS, TRUE_WORDS, ConfigError, flag, positive_int, positive_number
 
 DEFAULT_SERVICE_NAME = "backend-flask"
 HONEYCOMB_DEFAULT_ENDPOINT = "https://api.honeycomb.io"
@@ -22,9 +22,18 @@ TRACES_PATH = "v1/traces"
 METRICS_PATH = "v1/metrics"
 #: Honeycomb keeps metrics in a dataset of their own, named by this header.
 HONEYCOMB_METRICS_DEFAULT_DATASET = "backend-flask-metrics"
+#: Where `OTEL_TRACES_EXPORTER=otlp` sends when no endpoint is set: the OTLP/HTTP default of the spec.
+OTLP_DEFAULT_ENDPOINT = "http://localhost:4318"
+#: The exporter names of `OTEL_TRACES_EXPORTER` this build has. `otlp` is OTLP/HTTP (protobuf), the
+#: only OTLP transport installed; the SDK's own name for it, `otlp_proto_http`, means the same.
+TRACES_EXPORTERS = {"otlp": "otlp", "otlp_proto_http": "otlp", "console": "console"}
+#: The local span file's name in the app's instance folder (`CRUDDUR_LOCAL_TRACES`).
+LOCAL_TRACES_FILE = "traces.jsonl"
 #: Never traced, logged or sampled: the load balancer's and the container's health checks.
 ALWAYS_EXCLUDED_URLS = "/api/health"
 REPO_ROOT = Path(__file__).resolve().parents[3]
+#: Flask's instance folder for the `cruddur` package, where the app keeps its local files.
+DEFAULT_INSTANCE_PATH = REPO_ROOT / "backend-flask" / "instance"
 
 
 def key_hint(secret: str | None) -> str:
@@ -55,6 +64,52 @@ def parse_resource_attributes(raw: str) -> dict[str, str]:
     return attributes
 
 
+def traces_exporters(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """`OTEL_TRACES_EXPORTER` as exporter kinds (`otlp`, `console`), `()` for `none`, None when unset.
+
+    Like the SDK: comma-separated names, `none` alone means no exporter. Unlike the SDK, an unknown
+    name is an error at start rather than a missing entry point found later."""
+    raw = (environ.get("OTEL_TRACES_EXPORTER") or "").strip().lower()
+    if not raw:
+        return None
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    if names == ["none"]:
+        return ()
+    accepted = f"use {', '.join(sorted(TRACES_EXPORTERS))} or none, several separated by commas"
+    unknown = [name for name in names if name not in TRACES_EXPORTERS]
+    if unknown:
+        missing = ", ".join(unknown)
+        raise ConfigError(f"OTEL_TRACES_EXPORTER={raw!r}: {missing} is not available in this build ({accepted})")
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = (environ.get(name) or "").strip()
+        if protocol and protocol != "http/protobuf":
+            raise ConfigError(f"{name}={protocol!r}: this build exports OTLP over HTTP only (use http/protobuf)")
+        if protocol:
+            break
+    return tuple(dict.fromkeys(TRACES_EXPORTERS[name] for name in names))
+
+
+def local_traces_path(environ: Mapping[str, str], instance_path: Path, default_on: bool) -> Path | None:
+    """`CRUDDUR_LOCAL_TRACES`: unset follows `default_on`; true/false; or the file's path.
+
+    An explicit path must be in a folder that exists: a typo must not grow a tree of folders."""
+    raw = (environ.get("CRUDDUR_LOCAL_TRACES") or "").strip()
+    default = instance_path / LOCAL_TRACES_FILE
+    if not raw:
+        return default if default_on else None
+    if raw.lower() in TRUE_WORDS:
+        return default
+    if raw.lower() in FALSE_WORDS:
+        return None
+    path = Path(raw).expanduser()
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"CRUDDUR_LOCAL_TRACES={raw!r}: the folder {str(path.parent)!r} does not exist "
+            "(create it, give a path in an existing folder, or use true/false)"
+        )
+    return path
+
+
 def resolve_repo_path(raw: str) -> Path:
     """Relative paths resolve against the repository root, so `aws/json/xray.json` works anywhere."""
     path = Path(raw)
@@ -63,6 +118,8 @@ def resolve_repo_path(raw: str) -> Path:
 
 @dataclass(frozen=True)
 class OtelSettings:
+    """Where spans go: OTLP (`endpoint`), the console, the local trace file, any of them together."""
+
     enabled: bool
     sdk_disabled: bool
     service_name: str
@@ -77,9 +134,13 @@ class OtelSettings:
     resource_attributes: Mapping[str, str]
     semconv_opt_in: str | None
     why_off: str | None
+    console: bool = False
+    local_traces: Path | None = None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> OtelSettings:
+    def from_environ(
+        cls, environ: Mapping[str, str], environment: str = "development", instance_path: Path = DEFAULT_INSTANCE_PATH
+    ) -> OtelSettings:
         service_name = environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
         user_excluded = environ.get("OTEL_PYTHON_FLASK_EXCLUDED_URLS") or environ.get("OTEL_PYTHON_EXCLUDED_URLS")
         excluded = ",".join(filter(None, [ALWAYS_EXCLUDED_URLS, user_excluded]))
@@ -119,25 +180,28 @@ class OtelSettings:
         }
         if flag(environ, "OTEL_SDK_DISABLED", False):
             return cls.off("OTEL_SDK_DISABLED=true", sdk_disabled=True, **common)
-        headers = parse_headers(
-            environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
-        )
-        if traces_endpoint := environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
-            endpoint, destination = traces_endpoint, "OTLP (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"
-        elif base := environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            endpoint, destination = f"{base.rstrip('/')}/{TRACES_PATH}", "OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)"
-        elif api_key := environ.get("HONEYCOMB_API_KEY"):
-            base = environ.get("HONEYCOMB_API_ENDPOINT") or HONEYCOMB_DEFAULT_ENDPOINT
-            endpoint, destination = f"{base.rstrip('/')}/{TRACES_PATH}", "Honeycomb (HONEYCOMB_API_KEY)"
-            headers = {"x-honeycomb-team": api_key, **headers}
-            if dataset := environ.get("HONEYCOMB_DATASET"):
-                headers["x-honeycomb-dataset"] = dataset
+        kinds = traces_exporters(environ)
+        endpoint, destination, headers = _otlp_destination(environ)
+        if kinds is None:
+            # Unset: OTLP when an endpoint or a Honeycomb key says where to, else nothing but the local file.
+            otlp, console = endpoint is not None, False
         else:
-            return cls.off(
-                "set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint",
-                sdk_disabled=False,
-                **common,
+            otlp, console = "otlp" in kinds, "console" in kinds
+            if otlp and endpoint is None:
+                endpoint = f"{OTLP_DEFAULT_ENDPOINT}/{TRACES_PATH}"
+                destination = "OTLP (OTEL_TRACES_EXPORTER=otlp, the default endpoint)"
+        if not otlp:
+            endpoint, destination, headers = None, "none", {}
+        default_local = kinds is None and not otlp and environment != "production"
+        local_traces = local_traces_path(environ, instance_path, default_local)
+        if not (otlp or console or local_traces):
+            why_off = (
+                "OTEL_TRACES_EXPORTER=none"
+                if kinds == ()
+                else "set HONEYCOMB_API_KEY for Honeycomb, or OTEL_EXPORTER_OTLP_ENDPOINT for any OTLP endpoint; "
+                "OTEL_TRACES_EXPORTER=console prints spans, CRUDDUR_LOCAL_TRACES=true keeps them in a local file"
             )
+            return cls.off(why_off, sdk_disabled=False, **common)
         return cls(
             enabled=True,
             sdk_disabled=False,
@@ -145,6 +209,8 @@ class OtelSettings:
             destination=destination,
             headers=headers,
             why_off=None,
+            console=console,
+            local_traces=local_traces,
             **common,
         )
 
@@ -163,9 +229,34 @@ class OtelSettings:
     def describe(self) -> str:
         if not self.enabled:
             return f"OpenTelemetry: off ({self.why_off})"
-        team = self.headers.get("x-honeycomb-team")
-        key = f", key {key_hint(team)}" if team else ""
-        return f"OpenTelemetry: on, OTLP/HTTP to {self.endpoint} via {self.destination}{key}"
+        parts = []
+        if self.endpoint:
+            team = self.headers.get("x-honeycomb-team")
+            key = f", key {key_hint(team)}" if team else ""
+            parts.append(f"OTLP/HTTP to {self.endpoint} via {self.destination}{key}")
+        if self.console:
+            parts.append("the console (a JSON line per span on stdout, OTEL_TRACES_EXPORTER=console)")
+        if self.local_traces:
+            parts.append(f"the local trace file {self.local_traces} (read it with `flask --app app telemetry trace`)")
+        return f"OpenTelemetry: on, spans to {'; and '.join(parts)}"
+
+
+def _otlp_destination(environ: Mapping[str, str]) -> tuple[str | None, str, dict[str, str]]:
+    """Where OTLP export would go, by the standard variables first, then Honeycomb's key."""
+    headers = parse_headers(
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or environ.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
+    )
+    if traces_endpoint := environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return traces_endpoint, "OTLP (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)", headers
+    if base := environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return f"{base.rstrip('/')}/{TRACES_PATH}", "OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)", headers
+    if api_key := environ.get("HONEYCOMB_API_KEY"):
+        base = environ.get("HONEYCOMB_API_ENDPOINT") or HONEYCOMB_DEFAULT_ENDPOINT
+        headers = {"x-honeycomb-team": api_key, **headers}
+        if dataset := environ.get("HONEYCOMB_DATASET"):
+            headers["x-honeycomb-dataset"] = dataset
+        return f"{base.rstrip('/')}/{TRACES_PATH}", "Honeycomb (HONEYCOMB_API_KEY)", headers
+    return None, "none", headers
 
 
 #: Files that say "this is an EC2 instance" without a call to the instance metadata service: the
@@ -471,8 +562,14 @@ class TelemetrySettings:
     counts_interval_seconds: float
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], environment: str, version: str) -> TelemetrySettings:
-        otel = OtelSettings.from_environ(environ)
+    def from_environ(
+        cls,
+        environ: Mapping[str, str],
+        environment: str,
+        version: str,
+        instance_path: Path = DEFAULT_INSTANCE_PATH,
+    ) -> TelemetrySettings:
+        otel = OtelSettings.from_environ(environ, environment, Path(instance_path))
         return cls(
             otel=otel,
             xray=XRaySettings.from_environ(environ, otel.service_name, otel.sdk_disabled),

@@ -107,6 +107,7 @@ def measure_emitted(rounds: int = 5) -> Emitted:
         probe = create_app(
             {
                 "TESTING": True,
+                "CRUDDUR_FOR_COMMAND": False,
                 "TELEMETRY_SPAN_EXPORTER": exporter,
                 "TELEMETRY_EMF_WRITER": lambda line, _timestamp_ms: emf_lines.append(line),
                 "DATABASE_URL": str(Path(scratch) / "probe.sqlite3"),
