@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_health_is_ok_when_the_store_answers(client):
     response = client.get("/api/health")
@@ -35,16 +37,18 @@ def test_preflight_from_the_frontend_allows_trace_headers(make_app):
     assert allowed == {"content-type", "traceparent", "tracestate", "x-amzn-trace-id", "if-modified-since"}
 
 
-def test_the_frontends_preflight_is_cached_by_the_browser(make_app):
+@pytest.mark.parametrize("requested", ["content-type", "authorization,content-type"])
+def test_the_frontends_preflight_is_cached_by_the_browser(make_app, requested):
     """What the React frontend's `fetch(url, {method: "POST", headers: {Accept: "application/json",
-    "Content-Type": "application/json"}})` sends first (Accept is safelisted, so not listed)."""
+    "Content-Type": "application/json"}})` sends first (Accept is safelisted, so not listed), and
+    with the Cognito bearer token (`Authorization`) once users sign in."""
     client = make_app().test_client()
     response = client.options(
         "/api/activities",
         headers={
             "Origin": "http://localhost:3000",
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type",
+            "Access-Control-Request-Headers": requested,
             "Sec-Fetch-Mode": "cors",
             "Referer": "http://localhost:3000/",
         },
@@ -52,7 +56,8 @@ def test_the_frontends_preflight_is_cached_by_the_browser(make_app):
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
-    assert response.headers["Access-Control-Allow-Headers"].lower() == "content-type"
+    allowed = {h.strip() for h in response.headers["Access-Control-Allow-Headers"].lower().split(",")}
+    assert allowed == set(requested.split(","))
     assert int(response.headers["Access-Control-Max-Age"]) == 7200, "Chromium's cap; the browser skips later preflights"
     assert "Access-Control-Max-Age" not in client.get("/api/activities/home").headers, "only preflights carry it"
 
