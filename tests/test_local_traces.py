@@ -269,7 +269,8 @@ def test_a_failed_request_shows_its_error_and_its_traceback(make_app, tmp_path, 
     output = trace_cli(app, json.dumps(body)).output
     assert "✗ ERROR RuntimeError" in output
     assert "exception: RuntimeError: the disk caught fire" in output
-    assert "ERROR   cruddur.access: GET /api/activities/home 500" in output
+    assert "cruddur.access: GET /api/activities/home 500" in output
+    assert "ERROR   cruddur.telemetry: unhandled RuntimeError in GET /api/activities/home" in output
 
 
 def test_what_the_command_says_when_there_is_nothing_to_show(make_app, tmp_path):
