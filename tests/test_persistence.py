@@ -51,7 +51,7 @@ def test_the_default_instance_folder_is_still_created(tmp_path):
     from cruddur.timeutil import utc_now
 
     path = sqlite_path(None, str(tmp_path / "instance"))
-    SQLiteStore(path, Tracing()).prepare(utc_now(), "andrewbrown")
+    SQLiteStore(path, Tracing()).prepare(utc_now(), "andrewbrown", seed=False)
     assert path.exists()
 
 
