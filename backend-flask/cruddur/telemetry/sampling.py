@@ -4,7 +4,9 @@ OpenTelemetry makes the decision with this sampler; the X-Ray segment copies it 
 span, so both tools keep exactly the same requests. The rule is read in the shape
 `aws xray create-sampling-rule --cli-input-json` takes, so the file that configures X-Ray's
 console is the one the service follows: a reservoir of `ReservoirSize` requests each second,
-then `FixedRate` of the rest. Requests the rule does not match get X-Ray's default rule.
+then `FixedRate` of the rest. Requests the rule does not match get X-Ray's default rule. The rule
+is applied locally, in each process (each has its own reservoir), from the file read at start-up:
+X-Ray's centralized sampling is not used, so a rule edited in the console does not reach the app.
 
 Honeycomb multiplies each event by its `SampleRate` attribute to count what was not kept, so every
 kept span carries one: the integer 1/FixedRate for a trace kept by the fixed rate, 1 for one kept by
