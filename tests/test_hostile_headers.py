@@ -306,8 +306,26 @@ generated = settings(
 )
 
 
+XRAY_ROOT = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
+
+
+def xray_callers_root(header: str) -> tuple[str | None, str | None]:
+    """The trace id (32 hex) a header's last `Root` names when it is well-formed and not zero, and
+    its last `Sampled`: what the X-Ray SDK would continue (keys and values stripped of blanks)."""
+    fields: dict[str, str] = {}
+    for field in header.split(";"):
+        key, _, value = field.partition("=")
+        fields[key.strip()] = value.strip()
+    root = fields.get("Root", "")
+    trace_id = root[2:].replace("-", "")
+    if not XRAY_ROOT.fullmatch(root) or int(trace_id, 16) == 0:
+        return None, None
+    return trace_id, fields.get("Sampled")
+
+
 def check_generated(app, span_exporter, records, headers: dict[str, str]) -> None:
-    """The same promises for any value: 200, the same body, only the usual headers, one well-formed trace id."""
+    """The same promises for any value: 200, the same body, only the usual headers, one well-formed trace id:
+    a caller's valid X-Ray Root, else a traceparent's or a fresh one."""
     span_exporter.clear()
     records.clear()
     response = app.test_client().get("/rollbar/test", environ_overrides=environ(headers))
@@ -317,10 +335,18 @@ def check_generated(app, span_exporter, records, headers: dict[str, str]) -> Non
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     match = TRACE_HEADER.match(response.headers["X-Amzn-Trace-Id"])
     assert match, response.headers["X-Amzn-Trace-Id"]
-    span = server_span(span_exporter)
-    assert format(span.context.trace_id, "032x") == "".join(match.groups()), "one trace id everywhere"
-    if span.parent is None and "".join(match.groups()) != VALID_TRACE:
-        assert abs(int(match.group(1), 16) - time.time()) < 600, "a fresh id is an X-Ray id of now"
+    trace_id = "".join(match.groups())
+    caller_root, caller_sampled = xray_callers_root(headers.get("x-amzn-trace-id", ""))
+    if caller_root is not None:
+        assert trace_id == caller_root, "a valid Root is kept"
+    servers = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    if response.headers["X-Amzn-Trace-Id"].endswith("Sampled=0"):
+        assert servers == [] and caller_sampled == "0", "everything is kept unless the caller said no"
+    else:
+        [span] = servers
+        assert format(span.context.trace_id, "032x") == trace_id, "one trace id everywhere"
+        if span.parent is None and caller_root is None:
+            assert abs(int(match.group(1), 16) - time.time()) < 600, "a fresh id is an X-Ray id of now"
     failures = [r for r in records if r.levelno >= logging.ERROR or r.exc_info]
     assert failures == [], [r.getMessage()[:200] for r in failures]
 
