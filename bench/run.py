@@ -13,13 +13,16 @@ load generator and the stand-ins to the others.
    divided by the requests; minus the same with every tool off. One more row, with every tool
    off, sends a Cognito bearer token (signed with a key made for the run, its JWKS served by the
    stand-ins) on every request: what verifying it costs.
+3. The home feed on PostgreSQL, all on vs all off at 100% sampling (two more servers on one
+   database created for the run on `BENCH_POSTGRES_URL`'s server, dropped at the end); skipped,
+   with a line saying why, where no PostgreSQL answers.
 
 Results are printed; with `--write` (what `make bench` passes) or an output path, they are also
 written into `docs/benchmarks.md` (or that file) between two markers, so the hand-written text
 around them survives a new run. `--quick` (`make bench-quick`) is a look in under a minute that
 writes nothing unless asked. Settings: `BENCH_SECONDS`, `BENCH_ROUNDS`, `BENCH_WARMUP`,
 `BENCH_SETTLE`, `BENCH_CONNECTIONS`, `BENCH_CPU_REQUESTS`, `BENCH_CPU_ROUNDS`, `BENCH_LOAD` (auto,
-wrk or python), `BENCH_OUTPUT`; each has a command-line flag too.
+wrk or python), `BENCH_OUTPUT`, `BENCH_POSTGRES_URL`; each has a command-line flag too.
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ from importlib import metadata
 from pathlib import Path
 
 import jwt
+import psycopg
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from bench.load import LoadResult, run_python, run_wrk, wrk_path, wrk_version
 from bench.procstat import CpuSample, children, cpu_sample, machine_busy_ns, pin, process_ns
@@ -88,6 +94,11 @@ SAMPLINGS = {"100%": None, "production": "aws/json/xray.json"}
 SAMPLING_NAMES = {"100%": "100% sampling", "production": "production rule (aws/json/xray.json)"}
 #: (throughput ratio at least, p99 ratio at most), all on / all off.
 TARGETS = {"100%": (0.45, 5.0), "production": (0.60, 3.0)}
+#: The stores a configuration runs on: the embedded default, and PostgreSQL (a database made for the run).
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+#: The all-on/all-off pairs measured, as (sampling, store); the third runs only where PostgreSQL answers.
+PAIRS = (("100%", SQLITE), ("production", SQLITE), ("100%", POSTGRESQL))
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: Settings of the tools under test; the servers never inherit them from the caller's shell.
 _ISOLATED_PREFIXES = ("OTEL_", "HONEYCOMB_", "AWS_", "ROLLBAR_", "CLOUDWATCH_", "CRUDDUR_", "COGNITO_", "DATABASE_URL")
 LIBRARIES = (
@@ -128,6 +139,7 @@ class Options:
     quick: bool
     #: Where the report is written; None prints it only (a quick look must not replace the real numbers).
     output: Path | None
+    postgres_url: str
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None = None) -> Options:
@@ -159,6 +171,11 @@ class Options:
             "--load", choices=("auto", "wrk", "python"), default=os.environ.get("BENCH_LOAD", "auto") or "auto"
         )
         parser.add_argument(
+            "--postgres-url",
+            default=os.environ.get("BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL,
+            help="a PostgreSQL server where the run may create (and drop) a database",
+        )
+        parser.add_argument(
             "--output", type=Path, default=Path(os.environ["BENCH_OUTPUT"]) if os.environ.get("BENCH_OUTPUT") else None
         )
         args = parser.parse_args(argv)
@@ -178,6 +195,7 @@ class Options:
             load=load,
             quick=args.quick,
             output=args.output or (DEFAULT_OUTPUT if args.write else None),
+            postgres_url=args.postgres_url,
         )
 
 
@@ -210,18 +228,49 @@ class Cores:
 class Variant:
     tools: frozenset[str]
     sampling: str
+    store: str = SQLITE
 
     @property
     def key(self) -> str:
-        return f"{'+'.join(t for t in (*TOOLS, AUTH, XRAY_OTLP) if t in self.tools) or 'off'}@{self.sampling}"
+        tools = "+".join(t for t in (*TOOLS, AUTH, XRAY_OTLP) if t in self.tools) or "off"
+        return f"{tools}@{pair_key(self.sampling, self.store)}"
 
 
-def all_on(sampling: str) -> Variant:
-    return Variant(frozenset(TOOLS), sampling)
+def pair_key(sampling: str, store: str) -> str:
+    """`100%`, `production`: on SQLite, as they always were; `100%-postgresql` on PostgreSQL (file names use it)."""
+    return sampling if store == SQLITE else f"{sampling}-{store}"
 
 
-def all_off(sampling: str) -> Variant:
-    return Variant(frozenset(), sampling)
+def pair_name(key: str) -> str:
+    sampling, _, store = key.partition("-")
+    return SAMPLING_NAMES[sampling] + (", PostgreSQL" if store == POSTGRESQL else "")
+
+
+def all_on(sampling: str, store: str = SQLITE) -> Variant:
+    return Variant(frozenset(TOOLS), sampling, store)
+
+
+def all_off(sampling: str, store: str = SQLITE) -> Variant:
+    return Variant(frozenset(), sampling, store)
+
+
+class BenchDatabase:
+    """A PostgreSQL database for the run, made on a server the caller names and dropped at the end."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.name = f"cruddur_bench_{os.getpid()}"
+        with psycopg.connect(server_url, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        params = conninfo_to_dict(server_url)
+        user = params.get("user", "")
+        password = f":{params['password']}" if params.get("password") else ""
+        address = f"{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}"
+        self.url = f"postgresql://{user}{password}@{address}/{self.name}"
+
+    def drop(self) -> None:
+        with psycopg.connect(self.server_url, autocommit=True, connect_timeout=3) as connection:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
 
 
 @dataclass(frozen=True)
@@ -256,7 +305,7 @@ class BenchToken:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def server_env(variant: Variant, stand_ins: dict[str, str], database: Path) -> dict[str, str]:
+def server_env(variant: Variant, stand_ins: dict[str, str], database: Path | str) -> dict[str, str]:
     """The environment of one configuration: only the settings of the tools it turns on."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(_ISOLATED_PREFIXES)}
     env.update(
@@ -452,7 +501,10 @@ class Results:
     options: Options
     cores: Cores
     started: datetime
+    #: All on vs all off, by `pair_key`.
     pairs: dict[str, dict[str, list[Run]]] = field(default_factory=dict)
+    #: Why a pair was not measured (no PostgreSQL), by `pair_key`.
+    skipped: dict[str, str] = field(default_factory=dict)
     cpu: dict[str, list[Run]] = field(default_factory=dict)
     stand_in_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
@@ -484,9 +536,9 @@ class Bench:
         """The token, for the configuration that measures verifying one; nothing for the others."""
         return self.token.headers if AUTH in server.variant.tools else None
 
-    def start(self, variants: Sequence[Variant], stand_ins: StandIns) -> None:
+    def start(self, variants: Sequence[Variant], stand_ins: StandIns, postgres_url: str | None = None) -> None:
         for variant in variants:
-            database = self.workdir / f"{variant.key}.sqlite3"
+            database = postgres_url if variant.store == POSTGRESQL else self.workdir / f"{variant.key}.sqlite3"
             env = server_env(variant, stand_ins.addresses, database)
             self.servers[variant.key] = Server(variant, env, self.workdir / f"{variant.key}.log", self.cores.every)
         deadline = time.monotonic() + 120
@@ -504,9 +556,9 @@ class Bench:
                 )
         time.sleep(self.options.settle)
 
-    def pair(self, sampling: str) -> dict[str, list[Run]]:
+    def pair(self, sampling: str, store: str) -> dict[str, list[Run]]:
         """All on (A) and all off (B) alternately, ABBA..., each A run followed by its exporters' settle time."""
-        a, b = self.servers[all_on(sampling).key], self.servers[all_off(sampling).key]
+        a, b = self.servers[all_on(sampling, store).key], self.servers[all_off(sampling, store).key]
         runs: dict[str, list[Run]] = {"on": [], "off": []}
         for round_index in range(self.options.rounds):
             order = [("on", a), ("off", b)] if round_index % 2 == 0 else [("off", b), ("on", a)]
@@ -518,7 +570,7 @@ class Bench:
                     time.sleep(self.options.settle)
                 runs[side].append(Run(result, server.cpu() - before))
                 self.log(
-                    f"  {SAMPLING_NAMES[sampling]}, round {round_index + 1}, all {side}: "
+                    f"  {pair_name(pair_key(sampling, store))}, round {round_index + 1}, all {side}: "
                     f"{result.rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
                     f"{runs[side][-1].cpu_us_per_request:7.0f} µs CPU/req  errors {result.errors}"
                 )
@@ -606,19 +658,23 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
         token = BenchToken.create()
         stand_ins = StandIns(token.jwks)
         bench = Bench(options, cores, Path(workdir), log, token)
+        database = _bench_database(options.postgres_url, results, log)
+        pairs = [(s, store) for s, store in PAIRS if pair_key(s, store) not in results.skipped]
+        on_postgres = [v(s, store) for s, store in pairs if store == POSTGRESQL for v in (all_on, all_off)]
         try:
-            bench.start(per_tool, stand_ins)
-            for sampling in SAMPLINGS:
-                status, headers, _ = http_get("127.0.0.1", bench.servers[all_on(sampling).key].port, ROUTE)
+            bench.start([*per_tool, *on_postgres], stand_ins, database.url if database else None)
+            for sampling, store in pairs:
+                status, headers, _ = http_get("127.0.0.1", bench.servers[all_on(sampling, store).key].port, ROUTE)
                 if status != 200:
-                    raise RuntimeError(f"{ROUTE} answered {status} with every tool on")
-                results.headers[sampling] = headers.get("x-amzn-trace-id", "")
+                    raise RuntimeError(f"{ROUTE} answered {status} with every tool on ({store})")
+                if store == SQLITE:
+                    results.headers[sampling] = headers.get("x-amzn-trace-id", "")
             log(f"warming up ({options.warmup:g} s per server), load generator: {options.load}")
             bench.warm_up()
             other_load = OtherLoad(bench, stand_ins)
-            for sampling in SAMPLINGS:
-                log(f"all on vs all off, {SAMPLING_NAMES[sampling]}:")
-                results.pairs[sampling] = bench.pair(sampling)
+            for sampling, store in pairs:
+                log(f"all on vs all off, {pair_name(pair_key(sampling, store))}:")
+                results.pairs[pair_key(sampling, store)] = bench.pair(sampling, store)
             log(f"CPU per request, {options.cpu_requests} requests per sample:")
             results.cpu = bench.cpu_costs(per_tool)
             results.other_load = other_load.cores()
@@ -626,11 +682,26 @@ def run(options: Options, log: Callable[[str], None] = print) -> Results:
         finally:
             bench.stop()
             stand_ins.close()
+            if database is not None:
+                database.drop()
     _check_exports(results.stand_in_stats)
     refused = sum(run.load.errors for key, runs in results.cpu.items() if key.startswith(f"{AUTH}@") for run in runs)
     if refused:
         raise RuntimeError(f"{refused} requests with the benchmark's token were not answered 200: it was not verified")
     return results
+
+
+def _bench_database(server_url: str, results: Results, log: Callable[[str], None]) -> BenchDatabase | None:
+    """The run's PostgreSQL database, or None (and the PostgreSQL pair marked skipped) when none answers."""
+    try:
+        return BenchDatabase(server_url)
+    except psycopg.Error as error:
+        reason = f"no PostgreSQL at {server_url} ({str(error).strip().splitlines()[0]}); set BENCH_POSTGRES_URL"
+        for sampling, store in PAIRS:
+            if store == POSTGRESQL:
+                results.skipped[pair_key(sampling, store)] = reason
+        log(f"PostgreSQL: not measured: {reason}")
+        return None
 
 
 def _tool_sets() -> list[tuple[str, ...]]:
@@ -721,9 +792,9 @@ def pair_table(results: Results) -> list[str]:
         "| sampling | tools | req/s | p50 ms | p99 ms | CPU µs/req | errors |",
         "|---|---|--:|--:|--:|--:|--:|",
     ]
-    for sampling, runs in results.pairs.items():
+    for key, runs in results.pairs.items():
         on, off = Summary.of(runs["on"]), Summary.of(runs["off"])
-        name = SAMPLING_NAMES[sampling]
+        name = pair_name(key)
         for label, s in (("all on", on), ("all off", off)):
             lines.append(
                 f"| {name} | {label} | {_fmt(s.rps)} | {_fmt(s.p50, 2)} | {_fmt(s.p99, 2)} | "
@@ -743,6 +814,8 @@ def target_table(results: Results) -> list[str]:
         "|---|--:|--:|--:|--:|--:|---|",
     ]
     for sampling, runs in results.pairs.items():
+        if sampling not in TARGETS:
+            continue
         on, off = Summary.of(runs["on"]), Summary.of(runs["off"])
         throughput, p99 = _ratio(on.rps, off.rps), _ratio(on.p99, off.p99)
         least, most = TARGETS[sampling]
@@ -809,10 +882,10 @@ def tool_table(results: Results) -> list[str]:
 def rounds_table(results: Results) -> list[str]:
     lines = ["| sampling | round | all on req/s | all off req/s | ratio | all on p99 ms | all off p99 ms | p99 ratio |"]
     lines.append("|---|--:|--:|--:|--:|--:|--:|--:|")
-    for sampling, runs in results.pairs.items():
+    for key, runs in results.pairs.items():
         for index, (on, off) in enumerate(zip(runs["on"], runs["off"], strict=True), start=1):
             lines.append(
-                f"| {SAMPLING_NAMES[sampling]} | {index} | {_fmt(on.load.rps)} | {_fmt(off.load.rps)} | "
+                f"| {pair_name(key)} | {index} | {_fmt(on.load.rps)} | {_fmt(off.load.rps)} | "
                 f"{_fmt(_ratio(on.load.rps, off.load.rps), 2)} | {_fmt(on.load.p99_ms, 2)} | "
                 f"{_fmt(off.load.p99_ms, 2)} | {_fmt(_ratio(on.load.p99_ms, off.load.p99_ms), 2)}x |"
             )
@@ -847,9 +920,12 @@ def render(results: Results) -> str:
             "",
             "### All four tools on vs all off",
             "",
-            "Medians over the rounds. Ratios are all on / all off (throughput: higher is better).",
+            "Medians over the rounds. Ratios are all on / all off (throughput: higher is better). "
+            "The PostgreSQL rows serve the same feed from a PostgreSQL database on this machine "
+            "(two queries a request, each one more client span and X-Ray subsegment when on).",
             "",
             *pair_table(results),
+            *(f"\n{pair_name(key)}: not measured: {why}." for key, why in results.skipped.items()),
             "",
             "### Targets",
             "",
@@ -891,6 +967,8 @@ configurations side by side, all on the same code, and drives `GET /api/activiti
 - **all off**: `OTEL_SDK_DISABLED=true`, `AWS_XRAY_SDK_ENABLED=false`, no AWS or Rollbar settings;
 - **each tool alone**, for its own cost in microseconds of CPU per request;
 - **a Cognito token on every request**, every tool off: what verifying it costs (its own row, in no sum).
+- **all on and all off on PostgreSQL**: the same feed from a PostgreSQL database made for the run
+  (`BENCH_POSTGRES_URL`), at 100% sampling.
 
 It does so at 100% sampling and at the production rule (`CRUDDUR_SAMPLING_RULE=aws/json/xray.json`:
 5 requests a second, then 10%). A look in under a minute that writes no file: `make bench-quick`; the other
