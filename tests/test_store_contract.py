@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from opentelemetry.trace import SpanKind
 
-from cruddur.store import FEED_LIMIT, REPLY_DEPTH
+from cruddur.store import FEED_LIMIT, REPLY_DEPTH, Store
 from cruddur.timeutil import to_iso, utc_now
 
 pytestmark = pytest.mark.both_stores
@@ -122,6 +122,21 @@ def test_search_finds_the_term_as_text(store, term):
     hit = store.create_activity("worf", f"before {term.upper()} after", now, later())
     store.create_activity("worf", "100 abc axb ( x [ y ] z u", now, later())
     assert [a["uuid"] for a in store.search_activities(term, now)] == [hit["uuid"]]
+
+
+def test_a_user_is_created_on_first_sight_and_then_left_as_it_is(store):
+    assert not store.user_exists("newcomer")
+    store.ensure_user("newcomer", "New Comer")
+    store.ensure_user("newcomer", "Another Name")
+    created = store.create_activity("newcomer", "hello", utc_now(), later())
+    assert (created["handle"], created["display_name"]) == ("newcomer", "New Comer")
+    store.ensure_user("worf", "Not Worf")
+    assert store.create_activity("worf", "still me", utc_now(), later())["display_name"] == "Worf"
+
+
+def test_the_store_has_every_method_of_the_interface(store):
+    missing = [name for name in vars(Store) if not name.startswith("_") and not callable(getattr(store, name, None))]
+    assert missing == []
 
 
 def test_text_that_cannot_be_stored_matches_nothing(store):

@@ -375,6 +375,17 @@ class PostgresStore:
         with self._connection() as connection:
             return bool(self._select(connection, "SELECT", "SELECT 1 FROM users WHERE handle = %s", (handle,)))
 
+    def ensure_user(self, handle: str, display_name: str) -> None:
+        """A read on the usual path (the user exists); an insert, safe against a concurrent one, the first time."""
+        with self._connection() as connection:
+            if self._select(connection, "SELECT", "SELECT 1 FROM users WHERE handle = %s", (handle,)):
+                return
+            self._insert(
+                connection,
+                "INSERT INTO users (handle, display_name) VALUES (%s, %s) ON CONFLICT (handle) DO NOTHING",
+                (handle, display_name),
+            )
+
     def home_activities(self, now: datetime) -> list[Activity]:
         return self._feed("a.reply_to_activity_uuid IS NULL", (), now)
 
