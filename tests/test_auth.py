@@ -16,12 +16,13 @@ import uuid
 
 import boto3
 import jwt
+import psycopg
 import pytest
 from jwt import PyJWK
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from cruddur.auth import AuthSettings, SigningKeys
-from cruddur.config import ConfigError
+from cruddur.config import ConfigError, is_postgres_url
 from tests.support.cognito import (
     KID,
     OTHER_CLIENT_ID,
@@ -46,8 +47,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def rows(database_url: str) -> dict[str, int]:
-    """How many rows each table holds: a refused request must change none of them."""
-    with sqlite3.connect(database_url) as connection:
+    """How many rows each table holds, in either store: a refused request must change none of them."""
+    connect = psycopg.connect if is_postgres_url(database_url) else sqlite3.connect
+    with connect(database_url) as connection:
         return {
             table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("users", "activities", "messages", "message_groups")
