@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from cruddur.telemetry import emf
-from cruddur.telemetry.metrics import EmfExporter, GcPauses, _observe_worker
+from cruddur.telemetry.metrics import CpuSince, EmfExporter, GcPauses, _observe_worker
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "aws" / "cloudwatch.yaml"
 EMITTED = {
@@ -46,7 +46,7 @@ def emitted_documents() -> list[dict]:
     reader = PeriodicExportingMetricReader(EmfExporter("backend-flask", lambda line, _: lines.append(line)), math.inf)
     provider = MeterProvider(metric_readers=[reader])
     provider.get_meter("t").create_histogram(emf.DURATION, unit="s").record(0.01, {"http.route": "/api/x"})
-    _observe_worker(provider, GcPauses(), lambda: {"cloudwatch": {"queued": 1, "sent": 1, "dropped": 0}})
+    _observe_worker(provider, GcPauses(), CpuSince(), lambda: {"cloudwatch": {"queued": 1, "sent": 1, "dropped": 0}})
     reader.collect()
     provider.shutdown()
     return [json.loads(line) for line in lines]

@@ -10,6 +10,7 @@ import uuid
 
 import boto3
 import pytest
+import requests
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
@@ -17,6 +18,7 @@ from cruddur.config import ConfigError
 from cruddur.telemetry import emf
 from cruddur.telemetry.metrics import EmfExporter
 from tests.support.emf import emf_errors
+from tests.support.server import Gunicorn
 
 #: Tests read an interval's metrics within a second, not a minute.
 FAST = {"OTEL_METRIC_EXPORT_INTERVAL": "200"}
@@ -273,3 +275,19 @@ def test_a_metrics_endpoint_that_hangs_makes_the_metrics_closer_give_up_without_
     started = time.monotonic()
     metrics.shutdown(started + 0.5)  # the OTLP reader uses up the deadline; the EMF reader then misses it
     assert time.monotonic() - started < 15, "a generous bound: the exporter's own timeout is 10 s"
+
+
+def test_each_preloaded_worker_exports_its_own_metrics_from_zero(tmp_path, otlp_receiver):
+    env = {"DATABASE_URL": str(tmp_path / "db.sqlite3"), "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url}
+    with Gunicorn(env, tmp_path / "gunicorn.log", workers=2, extra_args=("--preload",)) as server:
+        for _ in range(4):
+            assert requests.get(f"{server.url}/api/activities/home", timeout=5).status_code == 200
+    exports = otlp_receiver.metric_exports
+    assert len(exports) >= 2, "a last export from each worker at the stop (and the master's own, preloaded)"
+    served = 0
+    for export in exports:
+        metrics = export.metrics()
+        served += sum(p.count for m in metrics.get(emf.DURATION, []) for p in m.histogram.data_points)
+        cpu = [p.as_double for m in metrics[emf.CPU_TIME] for p in m.sum.data_points]
+        assert all(0 <= seconds < 60 for seconds in cpu), "the worker's own CPU, not the master's"
+    assert served == 4

@@ -168,9 +168,12 @@ class Telemetry:
 
     def after_fork(self) -> None:
         """In a worker forked from a master that built the app. OpenTelemetry's batch processor and
-        the CloudWatch handler restart their own threads (both hook `os.register_at_fork`)."""
+        metric readers and the CloudWatch handler restart their own threads (they hook
+        `os.register_at_fork`)."""
         if self.rollbar is not None:
             self.rollbar.after_fork()
+        if self.metrics is not None:
+            self.metrics.after_fork()
         self.start_reporting()
 
 

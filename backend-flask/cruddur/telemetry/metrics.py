@@ -131,20 +131,30 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _observe_worker(provider: MeterProvider, pauses: GcPauses, tool_counts: CountsReader | None) -> None:
-    meter = provider.get_meter("cruddur.process")
+class CpuSince:
+    """CPU seconds since the worker's metrics began: not the imports', nor, in a worker forked from
+    a master that built the app, the master's (a child's own times start again from zero)."""
 
-    # CPU since the worker's metrics began (right after the fork): not the master's, nor the imports'.
-    start = os.times()
+    def __init__(self) -> None:
+        self.reset()
 
-    def cpu(_: CallbackOptions) -> Sequence[Observation]:
+    def reset(self) -> None:
+        self._start = os.times()
+
+    def observe(self, _: CallbackOptions) -> Sequence[Observation]:
         times = os.times()
         return [
-            Observation(times.user - start.user, {"cpu.mode": "user"}),
-            Observation(times.system - start.system, {"cpu.mode": "system"}),
+            Observation(max(0.0, times.user - self._start.user), {"cpu.mode": "user"}),
+            Observation(max(0.0, times.system - self._start.system), {"cpu.mode": "system"}),
         ]
 
-    meter.create_observable_counter(emf.CPU_TIME, [cpu], unit="s", description="CPU seconds used by this process.")
+
+def _observe_worker(provider: MeterProvider, pauses: GcPauses, cpu: CpuSince, tool_counts: CountsReader | None) -> None:
+    meter = provider.get_meter("cruddur.process")
+
+    meter.create_observable_counter(
+        emf.CPU_TIME, [cpu.observe], unit="s", description="CPU seconds used by this process."
+    )
     meter.create_observable_up_down_counter(
         emf.MEMORY, [lambda _: [Observation(_rss_bytes())]], unit="By", description="Resident memory."
     )
@@ -237,13 +247,20 @@ class Metrics:
         emf: tuple[MetricReader, EmfExporter] | None,
         otlp_reader: MetricReader | None,
         pauses: GcPauses,
+        cpu: CpuSince,
     ) -> None:
         self.provider = provider
         self.requests = RequestMetrics(provider)
         self.emf_reader, self.emf_exporter = emf if emf is not None else (None, None)
         self.otlp_reader = otlp_reader
         self._pauses = pauses
+        self._cpu = cpu
         self._emf_lock = threading.Lock()
+
+    def after_fork(self) -> None:
+        """In a worker forked from a master that built the app (the readers restart their own threads)."""
+        self._cpu.reset()
+        self._pauses.seconds = 0.0
 
     def flush_emf(self) -> None:
         """Write the last EMF lines, once: the CloudWatch handler calls this before its final send,
@@ -304,5 +321,6 @@ def build(
     )
     pauses = GcPauses()
     gc.callbacks.append(pauses)
-    _observe_worker(provider, pauses, tool_counts)
-    return Metrics(provider, emf, otlp_reader, pauses)
+    cpu = CpuSince()
+    _observe_worker(provider, pauses, cpu, tool_counts)
+    return Metrics(provider, emf, otlp_reader, pauses, cpu)
