@@ -225,12 +225,15 @@ def test_the_password_is_in_no_log_line_when_the_database_is_down(make_app, post
     assert CANARY_PASSWORD not in captured.out + captured.err
 
 
-def test_a_request_that_waited_for_a_connection_carries_a_span_event(make_app, postgres, database, span_exporter):
+def test_a_request_that_waited_for_a_connection_carries_a_span_event(
+    make_app, postgres, database, span_exporter, xray_daemon
+):
     app = make_app(
         {
             "DATABASE_URL": postgres.url_for(database),
             "CRUDDUR_DB_POOL_SIZE": "1",
             "TELEMETRY_SPAN_EXPORTER": span_exporter,
+            "AWS_XRAY_DAEMON_ADDRESS": xray_daemon.address,
         }
     )
     statuses: list[int] = []
@@ -253,3 +256,10 @@ def test_a_request_that_waited_for_a_connection_carries_a_span_event(make_app, p
     assert statuses == [200, 200]
     waits = [e for s in span_exporter.get_finished_spans() for e in s.events if e.name == "db.client.connection.wait"]
     assert max(e.attributes["db.client.connection.wait_time"] for e in waits) > 0.2, "the second waited for the first"
+    noted = [
+        entity["metadata"]["app"]["db.client.connection.wait_time"]
+        for segment in xray_daemon.wait_for_segments(2)
+        for _, entity in walk(segment)
+        if "db.client.connection.wait_time" in entity.get("metadata", {}).get("app", {})
+    ]
+    assert max(noted) > 0.2, "X-Ray has it too, as metadata of the work that waited"
