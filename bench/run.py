@@ -314,6 +314,8 @@ def server_env(variant: Variant, stand_ins: dict[str, str], database: Path | str
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         DATABASE_URL=str(database),
         WEB_CONCURRENCY="1",
+        # The development trace file is on whenever no exporter is: no row measures it.
+        CRUDDUR_LOCAL_TRACES="false",
     )
     http_url = stand_ins["http"]
     if "otel" in variant.tools:

@@ -26,6 +26,7 @@ from bench import run as bench_run
 from bench import stand_ins
 from bench.load import parse_wrk
 from bench.run import AUTH_NAME, END_MARKER, START_MARKER, TOOL_NAMES, BenchToken
+from cruddur import create_app
 from cruddur.telemetry.xray_otlp import SigV4Session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +124,21 @@ def test_stand_ins_serve_the_benchmarks_key_set_and_the_app_accepts_its_token(ma
         assert client.get("/api/message_groups", headers={"Authorization": "Bearer x.y.z"}).status_code == 401
     finally:
         stop.set()
+
+
+def test_no_configuration_measures_the_development_trace_file(tmp_path) -> None:
+    """The local span file is a development convenience, on when no exporter is set: a row that
+    turns on metrics or X-Ray over OTLP alone would otherwise pay for writing it too."""
+    addresses = {"http": "http://127.0.0.1:9", "xray": "127.0.0.1:9"}
+    for tools in bench_run._tool_sets():
+        env = bench_run.server_env(bench_run.Variant(frozenset(tools), "100%"), addresses, tmp_path / "db")
+        # Exactly the server's settings: the suite's own CRUDDUR_LOCAL_TRACES=false is not the bench's.
+        overrides = {"CRUDDUR_LOCAL_TRACES": None, **{k: v for k, v in env.items() if k != "WEB_CONCURRENCY"}}
+        app = create_app({"TESTING": True, **overrides})
+        try:
+            assert app.extensions["cruddur"].telemetry.settings.otel.local_traces is None, tools
+        finally:
+            app.extensions["cruddur"].telemetry.shutdown(timeout=1)
 
 
 def _tables(text: str) -> list[list[list[str]]]:
