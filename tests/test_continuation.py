@@ -224,6 +224,21 @@ def test_a_failed_outgoing_call_is_a_faulted_subsegment(backends, xray_daemon):
     assert "canary-secret-0004" not in json.dumps(segment)
 
 
+def test_a_failed_outgoing_calls_exception_reaches_opentelemetry_scrubbed(backends, otlp_receiver):
+    """The `requests` instrumentation records the exception of a failed call, whose text quotes the
+    URL with its query (`Max retries exceeded with url: /nothing?token=...`)."""
+    closed = free_port()
+    app = outgoing_app(backends, f"http://127.0.0.1:{closed}/nothing?token=canary-secret-0005&page=2")
+    assert served_path(app, "/test/outgoing").get_json() == {"ok": False}
+
+    [client] = [span for span in otlp_receiver.spans() if span.kind == span.SPAN_KIND_CLIENT]
+    [event] = [event for event in client.events if event.name == "exception"]
+    recorded = {attribute.key: attribute.value.string_value for attribute in event.attributes}
+    assert recorded["exception.type"].endswith("ConnectionError")
+    assert "/nothing?" in recorded["exception.message"] and "page=2" in recorded["exception.message"]
+    assert not [export for export in otlp_receiver.exports if b"canary-secret-0005" in export.raw]
+
+
 def test_an_outgoing_call_in_a_service_span_nests_under_its_subsegment(backends, xray_daemon):
     downstream = RecordingServer()
     app = backends()

@@ -35,7 +35,7 @@ from cruddur.telemetry import local_traces, xray_otlp
 from cruddur.telemetry.counts import ToolCounts
 from cruddur.telemetry.local_traces import LocalSpanExporter, LocalTraceFile, PendingLogLines
 from cruddur.telemetry.propagation import CallerPropagator, CallerTraceIdGenerator
-from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_query, scrub_url
+from cruddur.telemetry.scrub import REDACTED, is_sensitive, scrub_exception, scrub_query, scrub_url
 from cruddur.telemetry.settings import BSP_DEFAULT_MAX_QUEUE_SIZE, OtelSettings
 
 #: Incoming: an X-Ray header or a W3C `traceparent` (which wins when both are sent) continues the
@@ -216,6 +216,23 @@ def scrub_span_urls(span: Span, *_: object) -> None:
                 span.set_attribute(key, clean)
 
 
+def start_outgoing_call(span: Span, *_: object) -> None:
+    """The `requests` instrumentation's request hook: the scrub list on the call's URL, and on the
+    exception it records if the call fails, whose text quotes the URL with its query (`Max retries
+    exceeded with url: /path?token=...`). The instrumentation records it with the span's public
+    `record_exception` as the exception leaves the span, after every hook; so that method is
+    wrapped, on this span only, to scrub the exception first (`scrub_exception`, as the 500 handler does)."""
+    if not span.is_recording():
+        return
+    scrub_span_urls(span)
+    record = span.record_exception
+
+    def record_scrubbed(exception: BaseException, *args: object, **kwargs: object) -> None:
+        record(scrub_exception(exception), *args, **kwargs)
+
+    span.record_exception = record_scrubbed  # type: ignore[method-assign]
+
+
 #: Which HTTP attribute names the instrumentations write; `http` (today's stable names) unless the user
 #: chose, e.g. `http/dup` to also write the old ones (`http.method`, `http.target`, ...).
 SEMCONV_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -306,6 +323,6 @@ def instrument(app: Flask, provider: TracerProvider, excluded_urls: str) -> None
         requests_instrumentor.uninstrument()
     requests_instrumentor.instrument(
         tracer_provider=provider,
-        request_hook=and_captured_headers(scrub_span_urls),
+        request_hook=and_captured_headers(start_outgoing_call),
         response_hook=and_captured_headers(None),
     )
