@@ -84,6 +84,14 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[str]:
+    """A fresh PostgreSQL database's name, dropped afterwards (for tests that build their own URLs)."""
+    name = postgres.create_database()
+    yield name
+    postgres.drop_database(name)
+
+
+@pytest.fixture
 def database_url(store_kind: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database for this test: a SQLite file, or a PostgreSQL database dropped afterwards."""
     if store_kind == "sqlite":

@@ -26,13 +26,6 @@ WELL_UNDER_15_SECONDS = 10
 
 
 @pytest.fixture
-def database(postgres: PostgresServer) -> Iterator[str]:
-    name = postgres.create_database()
-    yield name
-    postgres.drop_database(name)
-
-
-@pytest.fixture
 def proxy(postgres: PostgresServer) -> Iterator[TcpProxy]:
     proxy = TcpProxy(*postgres.address)
     yield proxy

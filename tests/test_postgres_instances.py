@@ -26,13 +26,6 @@ WRITES_EACH = 5
 
 
 @pytest.fixture
-def database(postgres: PostgresServer) -> Iterator[str]:
-    name = postgres.create_database()
-    yield name
-    postgres.drop_database(name)
-
-
-@pytest.fixture
 def two_instances(postgres: PostgresServer, database: str, tmp_path: Path) -> Iterator[tuple[Gunicorn, Gunicorn]]:
     """Started together, so they also migrate and seed the new database at the same moment; the second
     is preloaded (the app is built in the master, and each worker opens its own pool after the fork)."""
