@@ -29,7 +29,7 @@ from tests.support.recording import RecordingServer
 from tests.support.server import BACKEND, Gunicorn
 from tests.support.sigv4 import SigV4Verifier
 
-ACCESS_KEY = "AKIAFAKEFORTESTS0001"
+ACCESS_KEY = "fake-key-0001"
 SECRET_KEY = "fake-secret-key-for-tests-only-0001"
 HONEYCOMB_KEY = "hcaik_fake_key_for_tests_0000wxyz"
 REQUESTS = [
@@ -309,13 +309,13 @@ def xray_exporter(endpoint: FakeOtlpReceiver, credentials: Credentials) -> OTLPS
 
 def test_credentials_are_read_again_for_each_send_so_a_rotated_role_keeps_working(xray_endpoint):
     """An assumed or instance role: botocore refreshes the keys shortly before they expire."""
-    xray_endpoint.authorize.keys = {"AKIAROTATEDKEY000002": ("rotated-fake-secret", "rotated-token")}
+    xray_endpoint.authorize.keys = {"fake-key-0002": ("rotated-fake-secret", "rotated-token")}
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
     later = soon + datetime.timedelta(hours=1)
     credentials = RefreshableCredentials.create_from_metadata(
         metadata={"access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "token": "old", "expiry_time": soon.isoformat()},
         refresh_using=lambda: {
-            "access_key": "AKIAROTATEDKEY000002",
+            "access_key": "fake-key-0002",
             "secret_key": "rotated-fake-secret",
             "token": "rotated-token",
             "expiry_time": later.isoformat(),
@@ -325,7 +325,7 @@ def test_credentials_are_read_again_for_each_send_so_a_rotated_role_keeps_workin
     destination = xray_otlp.Destination("AWS X-Ray", xray_exporter(xray_endpoint, credentials))
     spans = finished_spans(2)
     assert destination.send(xray_otlp.encode(spans), spans)
-    assert xray_endpoint.authorize.accepted_keys == ["AKIAROTATEDKEY000002"]
+    assert xray_endpoint.authorize.accepted_keys == ["fake-key-0002"]
 
 
 def test_a_batch_over_xrays_limits_is_sent_in_parts(xray_endpoint):
@@ -435,7 +435,7 @@ def test_check_points_at_transaction_search_when_the_endpoint_refuses_otlp(make_
     [_, test_span] = xray_report(output)["steps"]
     assert "answered 400" in test_span["detail"] and "Transaction Search is not enabled" in test_span["detail"]
     assert "aws/bin/xray-setup --transaction-search" in test_span["fix"]
-    assert refusing.requests[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAFAKEFORTESTS0001/")
+    assert refusing.requests[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=fake-key-0001/")
 
 
 # --- flask telemetry spend ---------------------------------------------------------------------------
