@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sqlite3
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +56,34 @@ def test_the_default_instance_folder_is_still_created(tmp_path):
     path = sqlite_path(None, str(tmp_path / "instance"))
     SQLiteStore(path, Tracing()).prepare(utc_now(), "andrewbrown", seed=False)
     assert path.exists()
+
+
+def _prepare_together(path: str, barrier) -> str | None:
+    """One gunicorn worker's start-up on `path`, released at the same moment as the others."""
+    from cruddur.store.sqlite import SQLiteStore
+    from cruddur.telemetry.tracing import Tracing
+    from cruddur.timeutil import utc_now
+
+    store = SQLiteStore(Path(path), Tracing())
+    barrier.wait()
+    try:
+        store.prepare(utc_now(), "andrewbrown", seed=True)
+    except Exception as error:
+        return repr(error)
+    return None
+
+
+def test_workers_preparing_a_new_file_at_the_same_moment_all_start(tmp_path):
+    """`make run`'s two workers share a file nobody created yet; the one that lost the race to
+    switch it to WAL failed to boot (about one try in two), and gunicorn stopped altogether."""
+    fork = multiprocessing.get_context("fork")
+    with fork.Manager() as manager, fork.Pool(2) as pool:
+        for attempt in range(20):
+            path = str(tmp_path / f"new-{attempt}.sqlite3")
+            barrier = manager.Barrier(2)
+            assert pool.starmap(_prepare_together, [(path, barrier)] * 2) == [None, None], f"attempt {attempt}"
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM meta WHERE key = 'seeded_at'").fetchone() == (1,)
 
 
 def test_a_database_url_no_store_speaks_is_refused_at_start(make_app):
