@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 
-import boto3
 import jwt
 import psycopg
 import pytest
@@ -23,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from cruddur.auth import AuthSettings, SigningKeys
 from cruddur.config import ConfigError, is_postgres_url
+from tests.support.cloudwatch import log_records
 from tests.support.cognito import (
     KID,
     OTHER_CLIENT_ID,
@@ -449,13 +449,7 @@ def test_the_user_is_in_all_four_tools_and_the_token_in_none(
     posted_lines = [line for line in request_lines if line["trace_id"] in trace_ids]
     assert posted_lines and all(line["user_id"] == sub for line in posted_lines)
     assert {line["logger"] for line in posted_lines} >= {"cruddur.access"}
-    logs = boto3.client("logs")
-    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
-    events = [
-        json.loads(event["message"])
-        for stream in streams
-        for event in logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
-    ]
+    events = log_records(group)
     cloudwatch_lines = [event for event in events if event.get("trace_id") in trace_ids]
     assert cloudwatch_lines and all(event["user_id"] == sub for event in cloudwatch_lines)
 

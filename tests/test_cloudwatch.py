@@ -13,13 +13,13 @@ import threading
 import time
 import uuid
 
-import boto3
 import pytest
 from watchtower import WatchtowerWarning
 
 from cruddur.telemetry import cloudwatch, logs
 from cruddur.telemetry.cloudwatch import MAX_LINE_BYTES, BoundedCloudWatchHandler
 from cruddur.telemetry.settings import CloudWatchSettings
+from tests.support.cloudwatch import log_messages, log_records
 from tests.support.failing import CLOUDWATCH_LOGS, FailingHttpBackend
 
 HOME = "/api/activities/home"
@@ -28,21 +28,6 @@ TRACE = {
     "xray_trace_id": "1-6a1b2c3d-" + "0" * 23 + "1",
     "span_id": "0" * 15 + "2",
 }
-
-
-def received(group: str) -> list[str]:
-    """Every message in every stream of `group`, as moto's GetLogEvents returns them."""
-    client = boto3.client("logs")
-    messages = []
-    for stream in client.describe_log_streams(logGroupName=group)["logStreams"]:
-        kwargs = {"logGroupName": group, "logStreamName": stream["logStreamName"], "startFromHead": True}
-        while True:
-            page = client.get_log_events(**kwargs)
-            messages += [event["message"] for event in page["events"]]
-            if not page["events"]:
-                break
-            kwargs["nextToken"] = page["nextForwardToken"]
-    return messages
 
 
 def stdout_records(capsys) -> list[dict]:
@@ -85,7 +70,7 @@ def test_lines_logged_while_the_stream_is_created_all_arrive(make_app, aws):
     created.set()
     telemetry.shutdown()
 
-    lines = [json.loads(message) for message in received(group)]
+    lines = log_records(group)
     access = [line["xray_trace_id"] for line in lines if line.get("logger") == "cruddur.access"]
     assert access == [a.headers["X-Amzn-Trace-Id"].split(";")[0].removeprefix("Root=") for a in answers]
     assert telemetry.tool_counts()["cloudwatch"] == {"queued": len(lines), "sent": len(lines), "dropped": 0}
@@ -100,7 +85,7 @@ def test_a_line_over_the_event_limit_arrives_as_valid_json_with_its_trace_ids(ha
     handler.handle(record(message, exc_info=exc_info))
     handler.flush()
 
-    [sent] = received(handler.log_group_name)
+    [sent] = log_messages(handler.log_group_name)
     assert len(sent.encode()) <= MAX_LINE_BYTES
     line = json.loads(sent)
     assert list(line)[:6] == ["trace_id", "xray_trace_id", "span_id", "time", "level", "logger"]
@@ -118,7 +103,7 @@ def test_a_line_at_the_limit_arrives_whole_and_one_byte_more_is_shortened(handle
     handler.handle(record(at_limit + "y"))
     handler.flush()
 
-    whole, shortened = received(handler.log_group_name)
+    whole, shortened = log_messages(handler.log_group_name)
     assert len(whole.encode()) == MAX_LINE_BYTES and json.loads(whole)["message"] == at_limit
     assert "truncated" not in json.loads(whole)
     assert len(shortened.encode()) <= MAX_LINE_BYTES and json.loads(shortened)["truncated"] is True
@@ -129,7 +114,7 @@ def test_extra_fields_that_do_not_fit_are_named_not_cut(handler):
     big.__dict__.update(TRACE, payload={"blob": "z" * (MAX_LINE_BYTES + 10)})
     handler.handle(big)
     handler.flush()
-    [sent] = received(handler.log_group_name)
+    [sent] = log_messages(handler.log_group_name)
     line = json.loads(sent)
     assert line["omitted"] == ["payload"] and "payload" not in line
     assert line["message"] == "a request with a huge field" and line["trace_id"] == TRACE["trace_id"]
@@ -139,7 +124,7 @@ def test_events_cloudwatch_rejects_are_counted_as_dropped(handler):
     handler.handle(record("fifteen days old", created=time.time() - 15 * 24 * 3600))
     handler.handle(record("fresh"))
     handler.flush()
-    assert [json.loads(m)["message"] for m in received(handler.log_group_name)] == ["fresh"]
+    assert [json.loads(m)["message"] for m in log_messages(handler.log_group_name)] == ["fresh"]
     assert handler.counts.snapshot() == {"queued": 2, "sent": 1, "dropped": 1}
 
 
@@ -175,7 +160,7 @@ def test_a_line_that_is_not_valid_utf8_arrives_and_the_sender_goes_on(handler):
     handler.handle(record(json.loads('"a lone surrogate: \\ud800"')))
     handler.handle(record("the next line"))
     handler.flush()
-    assert [json.loads(m)["message"] for m in received(handler.log_group_name)] == [
+    assert [json.loads(m)["message"] for m in log_messages(handler.log_group_name)] == [
         "a lone surrogate: ?",
         "the next line",
     ]

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cruddur.telemetry import cloudwatch
+from tests.support.cloudwatch import log_records
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 XRAY_ID = re.compile(r"^1-[0-9a-f]{8}-[0-9a-f]{24}$")
@@ -22,12 +23,7 @@ def stdout_records(capsys) -> list[dict]:
 
 def cloudwatch_events(log_group: str) -> list[dict]:
     """The app's log lines in the group (EMF metric documents, which share the stream, left out)."""
-    logs = boto3.client("logs")
-    events = []
-    for stream in logs.describe_log_streams(logGroupName=log_group)["logStreams"]:
-        found = logs.get_log_events(logGroupName=log_group, logStreamName=stream["logStreamName"])["events"]
-        events += [json.loads(event["message"]) for event in found]
-    return [event for event in events if "_aws" not in event]
+    return [event for event in log_records(log_group) if "_aws" not in event]
 
 
 def break_home_feed(app, monkeypatch) -> None:

@@ -31,12 +31,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 
 from cruddur.telemetry.cloudwatch import SEND_INTERVAL_SECONDS, BoundedCloudWatchHandler
 from cruddur.telemetry.settings import CloudWatchSettings
 from tests.support import proc
+from tests.support.cloudwatch import log_records
 from tests.support.failing import CLOUDWATCH_LOGS, MODES, OTLP, ROLLBAR, FailingHttpBackend
 from tests.support.server import Gunicorn
 from tests.support.xray_daemon import FakeXRayDaemon
@@ -192,6 +192,12 @@ def assert_served_everything(measured: Measurement, requests: int, workers: list
         assert after.rss_kib - before.rss_kib < rss_limit_kib, summary
 
 
+def warm_up(server: Gunicorn, requests: int) -> None:
+    """Every sender thread starts before the measurement; a server that dies here shows its own log."""
+    statuses = run_load(server.url, requests).statuses
+    assert statuses == {"200": requests}, f"{statuses}; the server's log:\n{server.output()[-4000:]}"
+
+
 def start(tmp_path: Path, env: dict[str, str], stack: ExitStack, workers: int = 2) -> tuple[Gunicorn, list[int]]:
     """The service with `workers` sync workers; stopped at the end of the test whatever happens."""
     base = {"DATABASE_URL": str(tmp_path / "db.sqlite3"), "CRUDDUR_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT)}
@@ -251,10 +257,10 @@ def test_a_failing_backend_slows_no_request_and_grows_nothing(tmp_path, cleanup,
     env, fake = failing_backend(backend, mode, cleanup)
     server, workers = start(tmp_path, env, cleanup)
     seconds = CLOUDWATCH_SEND_INTERVAL + 1 if backend == "cloudwatch" else 3.0
-    warm_up = RATE // 2
-    requests = int(RATE * seconds) - warm_up
+    warm_up_requests = RATE // 2
+    requests = int(RATE * seconds) - warm_up_requests
     try:
-        assert run_load(server.url, warm_up).statuses == {"200": warm_up}
+        warm_up(server, warm_up_requests)
         measured = measure(server, workers, requests)
     finally:
         stopped_in = server.stop()
@@ -277,12 +283,12 @@ def every_backend_hanging(stack: ExitStack) -> tuple[dict[str, str], dict[str, o
 def test_every_backend_hanging_over_thousands_of_requests_grows_no_memory_and_no_threads(tmp_path, cleanup):
     env, fakes = every_backend_hanging(cleanup)
     server, workers = start(tmp_path, env, cleanup, workers=1)  # every request through one process: its growth shows
-    warm_up, requests = 400, 3000
+    warm_up_requests, requests = 400, 3000
     try:
         # At the module's steady RATE: the point is thousands of requests, not the one worker's
         # throughput, which a busy 2-core machine halves (measured: ~80 requests a second with two
         # CPU-bound processes beside it, so 3,000 at 400 a second ran past the load's deadline).
-        assert run_load(server.url, warm_up).statuses == {"200": warm_up}
+        warm_up(server, warm_up_requests)
         measured = measure(server, workers, requests)
     finally:
         stopped_in = server.stop()
@@ -311,20 +317,6 @@ def test_a_graceful_stop_keeps_its_deadline_when_every_backend_hangs(tmp_path, c
     output = server.output()
     assert "did not finish flushing before the deadline" in output
     assert_clean_log(output)
-
-
-def cloudwatch_lines(group: str) -> list[dict]:
-    logs = boto3.client("logs")
-    lines = []
-    for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
-        kwargs = {"logGroupName": group, "logStreamName": stream["logStreamName"], "startFromHead": True}
-        while True:
-            page = logs.get_log_events(**kwargs)
-            lines += [json.loads(event["message"]) for event in page["events"]]
-            if not page["events"]:
-                break
-            kwargs["nextToken"] = page["nextForwardToken"]
-    return lines
 
 
 def roomy_xray_daemon() -> FakeXRayDaemon:
@@ -378,7 +370,7 @@ def test_a_graceful_stop_right_after_a_burst_loses_nothing(tmp_path, otlp_receiv
     segments = daemon.wait_for_segments(200, timeout=5)
     assert {s["trace_id"] for s in segments} == sent and len(segments) == 200
 
-    access = [line for line in cloudwatch_lines(group) if line.get("logger") == "cruddur.access"]
+    access = [line for line in log_records(group) if line.get("logger") == "cruddur.access"]
     assert sorted(line["xray_trace_id"] for line in access) == sorted(sent)
 
     items = rollbar_api.wait_for(rollbar_calls, timeout=1)

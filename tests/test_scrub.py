@@ -7,10 +7,10 @@ import json
 import re
 import uuid
 
-import boto3
 import flask
 
 from cruddur.telemetry.scrub import is_sensitive, scrub_text, scrub_url
+from tests.support.cloudwatch import log_messages
 
 
 def test_the_scrub_list_names():
@@ -151,19 +151,17 @@ def test_a_canary_secret_reaches_no_backend_and_no_stdout(
     otlp_bytes = b"".join(export.raw for export in otlp_receiver.exports)
     xray_documents = json.dumps(xray_daemon.documents)
     rollbar_bodies = b"".join(request.body for request in rollbar_api.requests)
-    logs = boto3.client("logs")
-    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
-    cloudwatch_messages = json.dumps(
-        [logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"])["events"] for s in streams]
-    )
+    cloudwatch_messages = log_messages(group)
     stdout = capsys.readouterr().out
 
-    assert otlp_receiver.spans() and xray_daemon.documents and rollbar_api.requests and streams, "each backend got data"
+    assert otlp_receiver.spans() and xray_daemon.documents and rollbar_api.requests and cloudwatch_messages, (
+        "each backend got data"
+    )
     leaks = {
         "OTLP": re.findall(rf"{canary}-[a-z-]+", otlp_bytes.decode("utf-8", "replace")),
         "X-Ray": re.findall(rf"{canary}-[a-z-]+", xray_documents),
         "Rollbar": re.findall(rf"{canary}-[a-z-]+", rollbar_bodies.decode("utf-8", "replace")),
-        "CloudWatch": re.findall(rf"{canary}-[a-z-]+", cloudwatch_messages),
+        "CloudWatch": re.findall(rf"{canary}-[a-z-]+", json.dumps(cloudwatch_messages)),
         "stdout": re.findall(rf"{canary}-[a-z-]+", stdout),
     }
     assert leaks == {backend: [] for backend in leaks}

@@ -9,11 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 
 from cruddur.telemetry import spend
 from cruddur.telemetry.settings import TelemetrySettings
+from tests.support.cloudwatch import log_messages
 from tests.support.recording import RecordingServer
 from tests.support.server import BACKEND, free_port
 from tests.support.xray_daemon import FakeXRayDaemon
@@ -326,10 +326,5 @@ def test_check_ships_no_start_up_lines_and_prints_one_json_document(aws, tmp_pat
     completed = flask_command("telemetry", "check", "--json", env=env)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert json.loads(completed.stdout)["ok"] is True
-    logs = boto3.client("logs", region_name="us-east-1", endpoint_url=aws)
-    messages = [
-        event["message"]
-        for stream in logs.describe_log_streams(logGroupName="cruddur-quiet")["logStreams"]
-        for event in logs.get_log_events(logGroupName="cruddur-quiet", logStreamName=stream["logStreamName"])["events"]
-    ]
+    messages = log_messages("cruddur-quiet")
     assert messages and all("cruddur-telemetry-check" in message for message in messages), messages
