@@ -17,6 +17,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from cruddur.config import ConfigError
 from cruddur.telemetry import emf
 from cruddur.telemetry.metrics import EmfExporter
+from tests.support.cloudwatch import log_records
 from tests.support.emf import emf_errors
 from tests.support.server import Gunicorn
 
@@ -26,12 +27,7 @@ HONEYCOMB_KEY = "hcaik_fake_key_for_tests_0000wxyz"
 
 
 def emf_documents(group: str) -> list[dict]:
-    logs = boto3.client("logs")
-    documents = []
-    for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
-        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True)
-        documents += [json.loads(e["message"]) for e in events["events"]]
-    return [document for document in documents if "_aws" in document]
+    return [document for document in log_records(group) if "_aws" in document]
 
 
 def wait_for_emf(group: str, timeout: float = 15) -> list[dict]:
@@ -216,10 +212,10 @@ def _index_of_rank(counts: list[int], rank: int) -> int:
     return len(counts) - 1
 
 
-def test_requests_in_flight_are_observed_and_attribute_sets_stay_bounded():
+def test_requests_in_flight_are_observed_and_unknown_methods_are_one_value():
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from cruddur.telemetry.metrics import MAX_ATTRIBUTE_SETS, RequestMetrics
+    from cruddur.telemetry.metrics import RequestMetrics
 
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -227,7 +223,7 @@ def test_requests_in_flight_are_observed_and_attribute_sets_stay_bounded():
     requests.started()
     requests.started()
     requests.finished("GET", "/api/x", 200, 0.01)
-    for index in range(MAX_ATTRIBUTE_SETS + 10):
+    for index in range(1010):
         requests.started()
         requests.finished(f"M{index}", None, 200 + index % 300, 0.01)
     data = reader.get_metrics_data()
@@ -242,7 +238,66 @@ def test_requests_in_flight_are_observed_and_attribute_sets_stay_bounded():
     assert active.value == 1, "two started, one finished"
     methods = {p.attributes["http.request.method"] for p in points[emf.DURATION]}
     assert methods == {"GET", "_OTHER"}, "unknown methods are one value"
-    assert len(requests._attributes) <= MAX_ATTRIBUTE_SETS + 1
+
+
+def _duration_counts(reader) -> dict[str, int]:
+    """Requests counted by the duration histogram in what `reader` collects now, by route."""
+    data = reader.get_metrics_data()
+    return {
+        point.attributes["http.route"]: point.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == emf.DURATION
+        for point in metric.data.data_points
+    }
+
+
+def test_every_duration_reaches_each_reader_once_whenever_each_collects():
+    """Durations wait for a collection; the first reader's must not take them from the other."""
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+
+    from cruddur.telemetry.metrics import RequestMetrics
+
+    cumulative = InMemoryMetricReader()
+    delta = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    provider = MeterProvider(metric_readers=[cumulative, delta])
+    requests = RequestMetrics(provider)
+    for _ in range(5):
+        requests.started()
+        requests.finished("GET", "/api/a", 200, 0.01)
+    assert _duration_counts(cumulative) == {"/api/a": 5}
+    for _ in range(2):
+        requests.started()
+        requests.finished("GET", "/api/b", 200, 0.02)
+    assert _duration_counts(delta) == {"/api/a": 5, "/api/b": 2}
+    assert _duration_counts(cumulative) == {"/api/a": 5, "/api/b": 2}
+    assert _duration_counts(delta) == {}, "nothing twice"
+    provider.shutdown()
+
+
+def test_durations_held_between_collections_are_bounded(monkeypatch):
+    """Past the bound, the request that reaches it hands the durations over, so memory stays flat
+    however long the export interval."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from cruddur.telemetry import metrics
+
+    monkeypatch.setattr(metrics, "MAX_PENDING_DURATIONS", 3)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    requests = metrics.RequestMetrics(provider)
+    handed_over: list[float] = []
+    record = requests._duration.record
+    monkeypatch.setattr(requests._duration, "record", lambda seconds, attributes: handed_over.append(seconds))
+    for index in range(7):
+        requests.started()
+        requests.finished("GET", "/api/a", 200, index)
+    assert handed_over == [0, 1, 2, 3, 4, 5], "two bounds reached, the 7th still waiting"
+    monkeypatch.setattr(requests._duration, "record", record)
+    assert _duration_counts(reader) == {"/api/a": 1}
+    provider.shutdown()
 
 
 def test_when_log_lines_are_dropped_the_metrics_still_arrive_and_say_so(make_app, aws, monkeypatch):

@@ -4,9 +4,9 @@
 - CloudWatch Embedded Metric Format lines, handed straight to the CloudWatch Logs handler's queue
   (never to stdout, never through the logging tree), so metrics cost no agent and no extra AWS call.
 
-A request costs one histogram record and two counter adds, all in memory; everything else
-(CPU, memory, threads, garbage-collection pauses, each tool's queued/sent/dropped) is observed
-by callbacks when a reader collects, once an interval, on the reader's own thread.
+A request appends its duration to an array; the histogram records it when a reader collects, once
+an interval, on the reader's own thread, where callbacks also observe everything else (CPU,
+memory, threads, garbage-collection pauses, each tool's queued/sent/dropped).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import resource
 import threading
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,18 +54,24 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 #: Methods recorded by name; any other (a scanner's `FOO`) is `_OTHER`, as the conventions say.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-#: More distinct (method, route, status) than this and the cache starts again (a bound, not a limit).
-MAX_ATTRIBUTE_SETS = 1000
+#: Durations held between collections at most (8 bytes each): a minute of a sync worker's top rate
+#: fits; past it (a far longer export interval) the request that fills it hands them over itself.
+MAX_PENDING_DURATIONS = 100_000
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 CountsReader = Callable[[], Mapping[str, Mapping[str, int]]]
 
 
 class RequestMetrics:
-    """What a request records: one histogram measurement (duration by route, method and status).
+    """What a request records: its duration, by route, method and status, and requests in flight.
 
-    Requests in flight are a plain counter that the readers observe when they collect: an
-    up-down counter would cost two more SDK measurements per request, per reader."""
+    A request appends its duration to an array and counts itself in or out, under one lock; the
+    durations reach the SDK histogram in a batch when a reader collects (the in-flight callback
+    hands them over first). Recording each into the SDK as it happened cost 30-50 µs a request
+    (measured in-process, recording on and off in alternating rounds: the SDK's generic path runs
+    cold between requests), 5-10% of a request; in a batch it costs about 10 µs a duration.
+    Every duration is still one SDK measurement, so the exported histograms are the same.
+    """
 
     def __init__(self, provider: MeterProvider) -> None:
         meter = provider.get_meter("cruddur")
@@ -76,34 +83,47 @@ class RequestMetrics:
         )
         meter.create_observable_up_down_counter(
             emf.ACTIVE_REQUESTS,
-            [lambda _: [Observation(self._in_flight)]],
+            [self._collect],
             unit="{request}",
             description="Number of active HTTP server requests.",
         )
         self._in_flight = 0
         self._lock = threading.Lock()
-        #: One attribute dict per (method, route, status): bounded, since methods and routes are.
-        self._attributes: dict[tuple[str, str | None, int], dict[str, str | int]] = {}
+        #: Durations not yet handed to the SDK, by attribute set, and how many in all.
+        self._pending: dict[tuple[str, str | None, int], array[float]] = {}
+        self._pending_count = 0
 
     def started(self) -> None:
         with self._lock:
             self._in_flight += 1
 
     def finished(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        key = (method if method in KNOWN_METHODS else "_OTHER", route, status)
         with self._lock:
             self._in_flight -= 1
-        key = (method, route, status)
-        attributes = self._attributes.get(key)
-        if attributes is None:
-            attributes = self._attributes[key] = {
-                "http.request.method": method if method in KNOWN_METHODS else "_OTHER",
-                "http.response.status_code": status,
-            }
+            durations = self._pending.get(key)
+            if durations is None:
+                durations = self._pending[key] = array("d")
+            durations.append(seconds)
+            self._pending_count += 1
+            full = self._pending_count >= MAX_PENDING_DURATIONS
+        if full:
+            self.record_pending()
+
+    def record_pending(self) -> None:
+        """Hand every duration so far to the SDK histogram (each reader sees it at its next collect)."""
+        with self._lock:
+            pending, self._pending, self._pending_count = self._pending, {}, 0
+        for (method, route, status), durations in pending.items():
+            attributes: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
             if route:
                 attributes["http.route"] = route
-            if len(self._attributes) > MAX_ATTRIBUTE_SETS:
-                self._attributes.clear()
-        self._duration.record(seconds, attributes)
+            for seconds in durations:
+                self._duration.record(seconds, attributes)
+
+    def _collect(self, _: CallbackOptions) -> Sequence[Observation]:
+        self.record_pending()
+        return [Observation(self._in_flight)]
 
 
 class GcPauses:
