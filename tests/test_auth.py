@@ -103,10 +103,22 @@ def test_a_new_user_is_created_on_first_sight_with_the_name_claim_as_display_nam
 def test_reads_stay_public_and_a_token_makes_them_the_users_own(make_app, user_pool):
     client = make_app(user_pool.settings).test_client()
     assert client.get("/api/activities/home").status_code == 200
-    anonymous = client.get("/api/message_groups").get_json()
-    assert {group["handle"] for group in anonymous} == {"lore", "bayko"}, "as CRUDDUR_USER_HANDLE, as before"
+    assert client.get("/api/activities/notifications").status_code == 200
     lores = client.get("/api/message_groups", headers=bearer(user_pool.token(username="lore"))).get_json()
     assert [group["handle"] for group in lores] == ["andrewbrown"]
+    conversation = client.get("/api/messages/@andrewbrown", headers=bearer(user_pool.token(username="lore")))
+    assert {message["handle"] for message in conversation.get_json()} == {"lore", "andrewbrown"}
+
+
+@pytest.mark.parametrize("path", ["/api/message_groups", "/api/messages/@bayko"])
+def test_direct_messages_are_read_only_with_a_token(make_app, user_pool, path):
+    """Without one they were CRUDDUR_USER_HANDLE's conversations, shown to anyone who asked."""
+    client = make_app(user_pool.settings).test_client()
+    response = client.get(path)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="cruddur"'
+    assert response.get_json()["error"] == "token_missing"
+    assert client.get(path, headers=bearer(user_pool.token(username="bayko"))).status_code == 200
 
 
 def test_each_request_acts_for_its_own_user(make_app, user_pool):

@@ -350,7 +350,8 @@ def test_a_long_reply_chain_is_embedded_to_the_documented_depth_and_continues(sp
 
 
 def token_refusals(user_pool) -> list[Call]:
-    """Each way a token is refused, on a write and on a read, sent by a client with no token of its own."""
+    """Each way a token is refused, on a write and on a read, sent by a client with no token of its own
+    (direct messages, like writes, need one)."""
     expired = user_pool.token(username="andrewbrown", exp=1_700_000_000, iat=1_699_996_400)
     forged = user_pool.token(username="andrewbrown").rsplit(".", 1)[0] + ".c2lnbmF0dXJl"
     calls = []
@@ -361,6 +362,8 @@ def token_refusals(user_pool) -> list[Call]:
             Call("POST", path, 401, ("token_expired",), kwargs={"json": body, "headers": bearer(expired)}),
         ]
     for call in SUCCESSES:
+        if call.method == "GET" and call.path.startswith(("/api/message_groups", "/api/messages/")):
+            calls.append(Call(call.method, call.path, 401, ("token_missing",), request_valid=False))
         if call.path not in UNTRACED:
             for token, code in ((forged, "token_invalid"), (expired, "token_expired")):
                 calls.append(

@@ -1,11 +1,12 @@
 """Who is asking, for every request, before any route runs.
 
-With Cognito configured: every POST needs `Authorization: Bearer <token>`, verified by
-`cruddur.auth`; a read without a token stays public and acts as `CRUDDUR_USER_HANDLE` (as the
-week-2 frontend expects); a read *with* a token acts as its user, and a token that fails is a 401
-on any route but the health check, as RFC 6750 asks. Without Cognito (development) every request acts as
-`CRUDDUR_USER_HANDLE` and tokens are ignored. Refusals are the one error shape, with a
-`WWW-Authenticate: Bearer` challenge; the token itself is never logged or recorded.
+With Cognito configured: every POST, and every read of direct messages, needs
+`Authorization: Bearer <token>`, verified by `cruddur.auth`; any other read without a token stays
+public and acts as `CRUDDUR_USER_HANDLE` (as the week-2 frontend expects); a read *with* a token acts
+as its user, and a token that fails is a 401 on any route but the health check, as RFC 6750 asks.
+Without Cognito (development) every request acts as `CRUDDUR_USER_HANDLE` and tokens are ignored.
+Refusals are the one error shape, with a `WWW-Authenticate: Bearer` challenge; the token itself is
+never logged or recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 REALM = "cruddur"
 #: Endpoints that never look at a token: load balancers and orchestrators call the health check.
 PUBLIC_ENDPOINTS = frozenset({"health.health"})
+#: Reads of one user's direct messages: without a token they would be `CRUDDUR_USER_HANDLE`'s, shown
+#: to anyone who asks. The course's own API answers them 401 without a token too.
+PRIVATE_READS = frozenset({"messages.groups", "messages.conversation"})
 #: How many verified handles each process remembers as already having a user row.
 KNOWN_USERS_LIMIT = 10_000
 
@@ -80,7 +84,7 @@ class Authentication:
             return  # no route (the 404 or 405 comes first), or one that never needs a user
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
-            if request.method == "POST":
+            if request.method == "POST" or request.endpoint in PRIVATE_READS:
                 log.info("auth: %s %s refused: no bearer token", request.method, request.path)
                 raise Unauthorized("token_missing")
             return
