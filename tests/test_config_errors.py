@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import BACKEND
+from tests.support.server import run_in_backend
 
 BIN = Path(sys.executable).parent
 BAD_SETTINGS = [
@@ -20,15 +20,7 @@ BAD_SETTINGS = [
 
 
 def started(command: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command,
-        cwd=BACKEND,
-        env={**os.environ, **environ},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_in_backend(command, {**os.environ, **environ})
 
 
 def assert_one_clear_line(completed: subprocess.CompletedProcess, message: str) -> None:

@@ -174,11 +174,10 @@ def test_each_choice_of_conventions_keeps_the_sampler_and_the_scrub_list_working
     `http` the old names only. The sampler matches its rule and the scrub list cleans URLs under each."""
     import json
     import os
-    import subprocess
     import sys
 
     from tests.conftest import ISOLATED_PREFIXES
-    from tests.support.server import BACKEND
+    from tests.support.server import BACKEND, run_in_backend
 
     rule = tmp_path / "rule.json"
     rule.write_text(
@@ -197,13 +196,10 @@ def test_each_choice_of_conventions_keeps_the_sampler_and_the_scrub_list_working
     env = {k: v for k, v in os.environ.items() if not k.startswith(ISOLATED_PREFIXES)}
     if opt_in is not None:
         env["OTEL_SEMCONV_STABILITY_OPT_IN"] = opt_in
-    probe = subprocess.run(
+    probe = run_in_backend(
         [sys.executable, "-c", CONVENTIONS_PROBE, str(tmp_path / "db.sqlite3"), str(rule)],
-        cwd=BACKEND,
-        env={**env, "PYTHONPATH": str(BACKEND)},
-        capture_output=True,
-        text=True,
-        timeout=60,
+        {**env, "PYTHONPATH": str(BACKEND)},
+        60,
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     result = json.loads(probe.stdout.strip().splitlines()[-1])

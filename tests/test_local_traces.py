@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from cruddur.config import ConfigError
 from cruddur.telemetry.ids import find_trace_id
 from cruddur.telemetry.local_traces import LocalTraceFile
 from cruddur.telemetry.settings import OtelSettings
-from tests.support.server import BACKEND, Gunicorn
+from tests.support.server import Gunicorn, run_in_backend
 
 FLASK = Path(sys.executable).with_name("flask")
 TRACE_HEX = "6b0fe86d9547dfb65b37682889b5260a"
@@ -297,15 +296,7 @@ def test_make_run_one_curl_and_the_waterfall(tmp_path):
         command_env = {k: v for k, v in os.environ.items() if not k.startswith("CRUDDUR_")} | env
         deadline = time.monotonic() + 20  # the spans are written within a second; generous on a busy machine
         while True:
-            shown = subprocess.run(
-                [str(FLASK), "--app", "app", "telemetry", "trace", "--last", "1"],
-                cwd=BACKEND,
-                env=command_env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            shown = run_in_backend([str(FLASK), "--app", "app", "telemetry", "trace", "--last", "1"], command_env, 60)
             if shown.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

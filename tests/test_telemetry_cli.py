@@ -15,7 +15,7 @@ from cruddur.telemetry import spend
 from cruddur.telemetry.settings import TelemetrySettings
 from tests.support.cloudwatch import log_messages
 from tests.support.recording import RecordingServer
-from tests.support.server import BACKEND, free_port
+from tests.support.server import free_port, run_in_backend
 from tests.support.xray_daemon import FakeXRayDaemon
 
 HONEYCOMB_KEY = "hcaik_fake_key_for_tests_0000wxyz"
@@ -50,15 +50,7 @@ def last_json(output: str) -> dict:
 
 def flask_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """`flask --app app ...` in a shell, from backend-flask/, as a user types it."""
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("flask")), "--app", "app", *args],
-        cwd=BACKEND,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_in_backend([str(Path(sys.executable).with_name("flask")), "--app", "app", *args], {**os.environ, **env})
 
 
 def test_status_says_what_is_off_and_what_turns_it_on(make_app):

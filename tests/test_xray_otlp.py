@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ from cruddur.telemetry import spend, xray_otlp
 from cruddur.telemetry.settings import TelemetrySettings, XRaySettings
 from tests.support.otlp import FakeOtlpReceiver
 from tests.support.recording import RecordingServer
-from tests.support.server import BACKEND, Gunicorn
+from tests.support.server import Gunicorn, run_in_backend
 from tests.support.sigv4 import SigV4Verifier
 
 ACCESS_KEY = "fake-key-0001"
@@ -255,15 +254,7 @@ def test_the_xray_sdk_is_never_imported_in_otlp_mode(tmp_path):
         "AWS_CONFIG_FILE": str(tmp_path / "none"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "db.sqlite3")],
-        cwd=BACKEND,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_in_backend([sys.executable, "-c", script, str(tmp_path / "db.sqlite3")], env, 60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
 

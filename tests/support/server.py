@@ -8,12 +8,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import requests
 
 BACKEND = Path(__file__).resolve().parents[2] / "backend-flask"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+def run_in_backend(args: Sequence[str], env: Mapping[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """A command run from backend-flask/ with exactly `env`, as a user types it there; output as text."""
+    return subprocess.run(
+        list(args), cwd=BACKEND, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def free_port() -> int:
