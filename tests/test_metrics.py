@@ -278,8 +278,8 @@ def test_every_duration_reaches_each_reader_once_whenever_each_collects():
 
 
 def test_durations_held_between_collections_are_bounded(monkeypatch):
-    """Past the bound, the request that reaches it hands the durations over, so memory stays flat
-    however long the export interval."""
+    """Past the bound, each request records its own duration at once, so memory stays flat however
+    long the export interval, and no request waits for a whole batch."""
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from cruddur.telemetry import metrics
@@ -290,13 +290,21 @@ def test_durations_held_between_collections_are_bounded(monkeypatch):
     requests = metrics.RequestMetrics(provider)
     handed_over: list[float] = []
     record = requests._duration.record
-    monkeypatch.setattr(requests._duration, "record", lambda seconds, attributes: handed_over.append(seconds))
+
+    def spy(seconds: float, attributes: dict) -> None:
+        handed_over.append(seconds)
+        record(seconds, attributes)
+
+    monkeypatch.setattr(requests._duration, "record", spy)
     for index in range(7):
         requests.started()
         requests.finished("GET", "/api/a", 200, index)
-    assert handed_over == [0, 1, 2, 3, 4, 5], "two bounds reached, the 7th still waiting"
-    monkeypatch.setattr(requests._duration, "record", record)
-    assert _duration_counts(reader) == {"/api/a": 1}
+    assert handed_over == [3, 4, 5, 6], "the first three wait for the collection, the rest go at once"
+    assert _duration_counts(reader) == {"/api/a": 7}, "the waiting three join them at the collection"
+    requests.started()
+    requests.finished("GET", "/api/a", 200, 7)
+    assert handed_over == [3, 4, 5, 6, 0, 1, 2], "after a collection, durations wait again"
+    assert _duration_counts(reader) == {"/api/a": 8}
     provider.shutdown()
 
 

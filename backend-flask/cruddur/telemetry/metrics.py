@@ -55,7 +55,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.
 #: Methods recorded by name; any other (a scanner's `FOO`) is `_OTHER`, as the conventions say.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 #: Durations held between collections at most (8 bytes each): a minute of a sync worker's top rate
-#: fits; past it (a far longer export interval) the request that fills it hands them over itself.
+#: fits; past it (a far longer export interval) each request records its own into the SDK at once,
+#: as before batching, until the next collection: memory stays flat and no request waits for a batch.
 MAX_PENDING_DURATIONS = 100_000
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -101,29 +102,37 @@ class RequestMetrics:
         key = (method if method in KNOWN_METHODS else "_OTHER", route, status)
         with self._lock:
             self._in_flight -= 1
-            durations = self._pending.get(key)
-            if durations is None:
-                durations = self._pending[key] = array("d")
-            durations.append(seconds)
-            self._pending_count += 1
             full = self._pending_count >= MAX_PENDING_DURATIONS
+            if not full:
+                durations = self._pending.get(key)
+                if durations is None:
+                    durations = self._pending[key] = array("d")
+                durations.append(seconds)
+                self._pending_count += 1
         if full:
-            self.record_pending()
+            self._duration.record(seconds, _attributes(key))
 
     def record_pending(self) -> None:
         """Hand every duration so far to the SDK histogram (each reader sees it at its next collect)."""
         with self._lock:
             pending, self._pending, self._pending_count = self._pending, {}, 0
-        for (method, route, status), durations in pending.items():
-            attributes: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
-            if route:
-                attributes["http.route"] = route
+        for key, durations in pending.items():
+            attributes = _attributes(key)
             for seconds in durations:
                 self._duration.record(seconds, attributes)
 
     def _collect(self, _: CallbackOptions) -> Sequence[Observation]:
         self.record_pending()
         return [Observation(self._in_flight)]
+
+
+def _attributes(key: tuple[str, str | None, int]) -> dict[str, str | int]:
+    """A duration's attributes from its (method, route, status); no route, no `http.route`."""
+    method, route, status = key
+    attributes: dict[str, str | int] = {"http.request.method": method, "http.response.status_code": status}
+    if route:
+        attributes["http.route"] = route
+    return attributes
 
 
 class GcPauses:
